@@ -1,0 +1,1 @@
+"""Audio in: files, format conversion, synthetic speech and noise, capture and segmentation."""

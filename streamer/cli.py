@@ -1,0 +1,74 @@
+"""The `streamer` command: one subcommand per module in `streamer/commands/`.
+
+Each command module defines `NAME`, `HELP`, `add_arguments(parser)` and
+`run(args) -> int`. User errors (StreamerError) print one line on stderr and
+exit 2; nothing a user can cause prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from streamer import __version__
+from streamer.errors import StreamerError
+
+COMMANDS = (
+    "train",
+    "recognize",
+    "evaluate",
+    "replay",
+    "regimes",
+    "serve",
+    "listen",
+    "keys",
+    "devices",
+    "enroll",
+    "demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamer",
+        description="Streaming recognizer: words from audio, regimes from prices, over ZeroMQ.",
+    )
+    parser.add_argument("--version", action="version", version=f"streamer {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"streamer.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"streamer.commands.{name}":
+                continue  # not built yet
+            raise
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "_run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except StreamerError as e:
+        print(f"streamer {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

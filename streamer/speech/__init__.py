@@ -1,0 +1,1 @@
+"""Words from utterances: features, the HMM bank, training and evaluation."""
