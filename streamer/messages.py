@@ -1,0 +1,120 @@
+"""The message types that pass between stages; nothing else crosses a stage boundary.
+
+Sample counts, not wall-clock readings, carry stream time: the same replay gives
+the same messages whatever the chunk size and whatever the machine's speed.
+Wire encoding (`to_wire`) gives the JSON body of docs/protocol.md, minus the
+envelope fields (`v`, `seq`, `ts`) that the publisher adds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """A block of captured or replayed audio: int16 mono at `rate`, starting at sample `start`."""
+
+    stream: str
+    samples: np.ndarray
+    rate: int
+    start: int  # index of the first sample in the stream
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """A stretch of speech cut by the segmenter; times in stream seconds."""
+
+    stream: str
+    index: int  # 0, 1, 2... within the stream
+    samples: np.ndarray  # float32 mono at `rate`
+    rate: int
+    start: float
+    end: float
+    closed_at: float  # stream time at which the segmenter closed it (>= end)
+    split: bool = False  # closed at the maximum length, speech goes on
+
+
+@dataclass(frozen=True, slots=True)
+class Recognition:
+    """What the bank says about one utterance."""
+
+    label: str | None  # None: the utterance fits no word well (rejected)
+    confidence: float  # calibrated probability that `label` is right, in [0, 1]
+    nbest: tuple[tuple[str, float], ...]  # (word, log-likelihood), best first
+    best: str = ""  # the best-scoring word even when rejected
+
+
+@dataclass(frozen=True, slots=True)
+class WordEvent:
+    """A recognised (or rejected) utterance, ready to publish on topic `speech`."""
+
+    stream: str
+    index: int
+    start: float
+    end: float
+    recognition: Recognition
+    error: str | None = None
+
+    topic = "speech"
+
+    def to_wire(self) -> dict[str, Any]:
+        r = self.recognition
+        body: dict[str, Any] = {
+            "stream": self.stream,
+            "utterance": self.index,
+            "label": r.label,
+            "confidence": round(float(r.confidence), 4),
+            "start": round(self.start, 4),
+            "end": round(self.end, 4),
+            "nbest": [{"label": w, "loglik": round(float(s), 3)} for w, s in r.nbest],
+        }
+        if self.error:
+            body["error"] = self.error
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One price observation; `t` is UNIX seconds (UTC)."""
+
+    symbol: str
+    t: float
+    price: float
+
+
+@dataclass(frozen=True, slots=True)
+class RegimeDecode:
+    """The online regime decode after one tick, ready to publish on topic `regime`."""
+
+    symbol: str
+    t: float
+    price: float
+    state: int  # filtered most likely state, ordered by volatility (0 = calmest)
+    regime: str  # its name
+    probs: tuple[float, ...]  # filtered P(state | ticks so far), sums to 1
+    changed: bool  # state differs from the previous tick's
+    smoothed_state: int | None = None  # fixed-lag smoothed state for the tick `lag` ticks back
+    smoothed_t: float | None = None  # time of that earlier tick
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    topic = "regime"
+
+    def to_wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "symbol": self.symbol,
+            "t": self.t,
+            "price": self.price,
+            "state": self.state,
+            "regime": self.regime,
+            "probs": [round(float(p), 6) for p in self.probs],
+            "changed": self.changed,
+        }
+        if self.smoothed_state is not None:
+            body["smoothed_state"] = self.smoothed_state
+            body["smoothed_t"] = self.smoothed_t
+        body.update(self.extra)
+        return body
