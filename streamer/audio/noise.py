@@ -61,7 +61,7 @@ def _babble(n: int, rate: int, rng: np.random.Generator, talkers: int = 5) -> np
     """Several synthetic talkers saying ordinary (non-vocabulary) words at once."""
     from streamer.audio.synth import Voice, synthesize
 
-    names = ("en-us+m3", "en-us+f1", "en+m4", "en-gb+f3", "en-029+m5", "en+f2", "en-us+m2")
+    names = ("en-us+m3", "en-us+f1", "en+m4", "en-us-nyc+f3", "en-029+m5", "en+f2", "en-us+m2")
     x = np.zeros(n)
     for k in range(talkers):
         voice = Voice(names[k % len(names)], int(rng.integers(130, 190)), int(rng.integers(25, 75)))
