@@ -60,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # hmmlearn reports EM convergence through logging; it is chatter unless asked for (-vv)
+    logging.getLogger("hmmlearn").setLevel(logging.DEBUG if args.verbose >= 2 else logging.ERROR)
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2

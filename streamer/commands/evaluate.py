@@ -1,0 +1,70 @@
+"""`streamer evaluate DATA_DIR [--folds K]`: k-fold accuracy, confusion matrix, rejection."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from streamer.commands.train import add_arguments as add_train_arguments
+from streamer.commands.train import config_from_args
+from streamer.progress import Progress
+from streamer.speech.evaluate import evaluate, plot_confusion
+
+NAME = "evaluate"
+HELP = "stratified k-fold evaluation of the training recipe on DATA_DIR/LABEL/*.wav"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_train_arguments(p)
+    for a in p._actions:
+        if a.dest == "out":
+            a.required, a.default, a.help = False, "confusion.png", "confusion-matrix PNG to write"
+    p.add_argument("--folds", type=int, default=5, help="number of folds (stratified)")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    with Progress(args.folds + 1, "evaluating") as bar:
+        res = evaluate(args.data_dir, args.folds, cfg, progress=bar.advance)
+    clean = res["clean"]
+    plot_confusion(clean, args.out, f"{Path(args.data_dir).name}: {args.folds}-fold accuracy "
+                   f"{clean.accuracy():.1%}")
+    figures = {
+        "folds": args.folds,
+        "n": clean.n,
+        "accuracy": clean.accuracy(),
+        "recall": clean.recall(),
+        "false_reject": clean.false_reject(),
+        "unseen_voices_accuracy": res["voices"].accuracy() if "voices" in res else None,
+        "unseen_voices_false_reject": res["voices"].false_reject() if "voices" in res else None,
+        "oov_true_reject": res["oov"].true_reject() if "oov" in res else None,
+        "confusion": clean.confusion().tolist(),
+        "labels": clean.labels,
+        "png": str(args.out),
+    }
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    w = max(len(s) for s in clean.labels)
+    print(f"{args.folds}-fold accuracy: {clean.accuracy():.2%} ({clean.n} utterances)")
+    print("per-word recall:")
+    for word, r in clean.recall().items():
+        print(f"  {word:<{w}}  {r:.1%}")
+    print("confusion matrix (rows: spoken, columns: recognised):")
+    print("  " + " " * w + "  " + " ".join(f"{s[:5]:>5}" for s in clean.labels))
+    for word, row in zip(clean.labels, clean.confusion(), strict=True):
+        print(f"  {word:<{w}}  " + " ".join(f"{v:>5d}" for v in row))
+    print("rejection at the bank's operating threshold:")
+    print(f"  in-vocabulary (held-out folds) false-reject: {clean.false_reject():.1%}")
+    if "voices" in res:
+        v = res["voices"]
+        print(f"  unseen synthetic voices: accuracy {v.accuracy():.1%}, "
+              f"false-reject {v.false_reject():.1%} ({v.n} utterances)")
+    if "oov" in res:
+        print(f"  out-of-vocabulary words: true-reject {res['oov'].true_reject():.1%} "
+              f"({res['oov'].n} utterances)")
+    print(f"confusion matrix saved to {args.out}", file=sys.stderr)
+    return 0

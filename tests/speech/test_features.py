@@ -1,0 +1,70 @@
+"""MFCC features: shape, normalisation, true sample rate, and unusable utterances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamer.audio.wav import resample
+from streamer.errors import AudioError, ConfigError
+from streamer.speech.features import FeatureConfig, mfcc
+
+
+def chirp(rate: int, seconds: float = 0.6) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.3 * np.sin(2 * np.pi * (300 + 1500 * t) * t)).astype(np.float32)
+
+
+def test_shape_and_cmvn(rng: np.random.Generator) -> None:
+    x = chirp(8000) + 0.01 * rng.standard_normal(4800).astype(np.float32)
+    f = mfcc(x)
+    assert f.shape == (59, 39)
+    np.testing.assert_allclose(f.mean(0), 0, atol=1e-9)
+    np.testing.assert_allclose(f.std(0), 1, atol=1e-3)
+
+
+def test_configurable_parts() -> None:
+    x = chirp(8000)
+    assert mfcc(x, FeatureConfig(deltas=False, delta_deltas=False)).shape[1] == 13
+    assert mfcc(x, FeatureConfig(delta_deltas=False)).shape[1] == 26
+    raw = mfcc(x, FeatureConfig(cmvn=False))
+    assert np.abs(raw.mean(0)).max() > 1  # without CMVN the cepstra keep their levels
+    with pytest.raises(ConfigError):
+        FeatureConfig(deltas=False, delta_deltas=True)
+    with pytest.raises(ConfigError):
+        FeatureConfig(nfft=64)
+
+
+def test_features_do_not_depend_on_the_recording_rate() -> None:
+    """The same sound recorded at 16 kHz and 8 kHz gives the same features once canonical."""
+    x16 = chirp(16000)
+    x8 = resample(x16, 16000, 8000)
+    direct = mfcc(chirp(8000))
+    via16 = mfcc(x8)
+    assert np.corrcoef(direct[:, :13].ravel(), via16[:, :13].ravel())[0, 1] > 0.98
+
+
+def test_wrong_rate_analysis_differs() -> None:
+    """Analysing 8 kHz audio as 16 kHz (the notebook's mistake) changes the features."""
+    x = chirp(8000)
+    right = mfcc(x, FeatureConfig(sample_rate=8000))
+    wrong = mfcc(x, FeatureConfig(sample_rate=16000, nfft=512, highfreq=None))
+    n = min(len(right), len(wrong))
+    assert np.corrcoef(right[:n, 1:13].ravel(), wrong[:n, 1:13].ravel())[0, 1] < 0.9
+
+
+def test_too_short_and_silent() -> None:
+    with pytest.raises(AudioError, match="too short"):
+        mfcc(np.zeros(100, dtype=np.float32) + 0.1)
+    with pytest.raises(AudioError, match="too short"):
+        mfcc(np.zeros(0, dtype=np.float32))
+    with pytest.raises(AudioError, match="digital silence"):
+        mfcc(np.zeros(4000, dtype=np.float32))
+
+
+def test_deltas_of_a_ramp_are_constant() -> None:
+    from streamer.speech.features import _deltas
+
+    ramp = np.arange(20, dtype=float)[:, None] * np.array([[1.0, 2.0]])
+    d = _deltas(ramp, 2)
+    np.testing.assert_allclose(d[2:-2], [[1.0, 2.0]] * 16)
