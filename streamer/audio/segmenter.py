@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import webrtcvad
+from scipy.signal import butter, sosfilt
 
 from streamer.errors import ConfigError
 from streamer.messages import AudioChunk, Utterance
@@ -53,18 +54,22 @@ class SegmenterConfig:
     pre_roll_ms: int = 60  # audio kept before the first loud frame of the trigger
     post_roll_ms: int = 40  # audio kept after the last loud frame
     hangover_ms: int = 160  # trailing quiet that ends an utterance well above the noise...
-    noisy_hangover_ms: int = 260  # ...and one that stands only `noisy_snr_db` over it
+    noisy_hangover_ms: int = 200  # ...and one that stands only `noisy_snr_db` over it
     clean_snr_db: float = 30.0  # utterance peak over noise level: at or above, `hangover_ms`
     noisy_snr_db: float = 15.0  # at or below, `noisy_hangover_ms`; linear in between
-    blip_ms: int = 40  # a louder stretch this short during the hangover does not reset it
+    blip_ms: int = 60  # a louder stretch this short during the hangover does not reset it
     short_ms: int = 260  # an utterance shorter than this so far...
     short_hangover_ms: int = 260  # ...waits this long before it ends
-    min_ms: int = 150  # shorter speech (a click, a cough of noise) is dropped
+    min_ms: int = 100  # shorter speech (a click, a cough of noise) is dropped
+    tail_gap_ms: int = 450  # speech starting this soon after the last utterance's end...
+    tail_db: float = 6.0  # ...that stays this far under its peak...
+    tail_ms: int = 250  # ...and lasts no longer is that word's buried tail: dropped
     max_ms: int = 10000  # longer speech is split here, the rest going on
+    highpass_hz: float = 150.0  # energy is measured above this (rumble and hum do not count)
     smooth_ms: int = 30  # energy is averaged over this many ms (causal) before thresholds
     on_db: float = 5.0  # loudness over the noise level that can start speech
-    off_db: float = 2.5  # loudness over the noise level that continues it
-    drop_db: float = 32.0  # ...and at most this far under the utterance's peak
+    off_db: float = 4.0  # loudness over the noise level that continues it
+    drop_db: float = 36.0  # ...and at most this far under the utterance's peak
     abs_db: float = -60.0  # frames quieter than this (dBFS) are never speech
     noise_ms: int = 2000  # window of the noise-level estimate (frames outside speech)
     noise_percentile: float = 50.0
@@ -86,9 +91,19 @@ class SegmenterConfig:
         for name in ("floor_percentile", "noise_percentile"):
             if not 0.0 <= getattr(self, name) <= 100.0:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be in 0..100")
+        if not 0.0 <= self.highpass_hz < self.rate / 2:
+            raise ConfigError(f"highpass_hz={self.highpass_hz}: must be in 0..{self.rate // 2}")
         if self.noisy_snr_db >= self.clean_snr_db:
             raise ConfigError("noisy_snr_db must be below clean_snr_db")
-        for name in ("start_ms", "hangover_ms", "noisy_hangover_ms", "min_ms", "max_ms", "floor_ms", "noise_ms"):
+        for name in (
+            "start_ms",
+            "hangover_ms",
+            "noisy_hangover_ms",
+            "min_ms",
+            "max_ms",
+            "floor_ms",
+            "noise_ms",
+        ):
             if getattr(self, name) < self.frame_ms:
                 raise ConfigError(f"{name}={getattr(self, name)} is shorter than one frame")
         for name in ("pre_roll_ms", "post_roll_ms", "short_ms", "short_hangover_ms", "smooth_ms"):
@@ -114,6 +129,7 @@ class SegmenterStats:
     utterances: int = 0
     splits: int = 0
     dropped_short: int = 0
+    dropped_tail: int = 0
 
 
 class _SlidingQuantile:
@@ -159,6 +175,11 @@ class Segmenter:
         self._vad = webrtcvad.Vad(cfg.aggressiveness)
         self._n = cfg.frame_len
         self._pending = np.zeros(0, dtype=np.int16)
+        self._sos: np.ndarray | None = None
+        self._zi: np.ndarray | None = None
+        if cfg.highpass_hz > 0:
+            self._sos = butter(4, cfg.highpass_hz, btype="high", fs=cfg.rate, output="sos")
+            self._zi = np.zeros((self._sos.shape[0], 2))
         self._pos = 0  # stream sample of the next frame to process
         self._index = 0
         # causal energy smoothing: the last few frame powers
@@ -176,6 +197,8 @@ class Segmenter:
         self._floor = _SlidingQuantile(cfg.frames(cfg.floor_ms), cfg.floor_percentile)
         self._open: _Open | None = None
         self._last_stop = 0  # end sample of the last utterance: the next never overlaps it
+        self._last_loud = -(10**9)  # end of the last utterance's loud part...
+        self._last_peak = 0.0  # ...and its peak, to recognise its tail
         self._quiet_run = 0
         self._loud_run = 0
         self._blip = cfg.frames(cfg.blip_ms)
@@ -188,6 +211,8 @@ class Segmenter:
         self._pre = cfg.pre_roll_ms * ms
         self._min = cfg.min_ms * ms
         self._max = cfg.max_ms * ms
+        self._tail_gap = cfg.tail_gap_ms * ms
+        self._tail = cfg.tail_ms * ms
 
     # -- public -------------------------------------------------------------------------------
 
@@ -233,7 +258,11 @@ class Segmenter:
         if whole == 0:
             return []
         frames = buf[:whole].reshape(-1, n)
-        f = frames.astype(np.float64) * (1.0 / 32768.0)
+        f = buf[:whole].astype(np.float64) * (1.0 / 32768.0)
+        if self._sos is not None:
+            # the filter's state carries over, so any chunking gives the same energies
+            f, self._zi = sosfilt(self._sos, f, zi=self._zi)
+        f = f.reshape(-1, n)
         powers = np.einsum("ij,ij->i", f, f) / n
         out: list[Utterance] = []
         for frame, pw in zip(frames, powers.tolist(), strict=True):
@@ -301,7 +330,7 @@ class Segmenter:
             if not self._vad.is_speech(frame.tobytes(), cfg.rate):
                 self._noise.add(e)
         hang = self._hangover(o, noise)
-        if self._quiet_run >= hang:
+        if self._quiet_run >= hang and self._loud_run == 0:
             self._close(min(o.last_loud + self._post, end), end, out, split=False)
         elif end - o.start >= self._max:
             self._close(end, end, out, split=True)
@@ -330,6 +359,7 @@ class Segmenter:
             start=start, first_loud=first_loud, last_loud=end, peak_db=e, frames=hist[skip:]
         )
         self._quiet_run = 0
+        self._loud_run = 0
         self._history.clear()
         self._ring.clear()
         self._ring_hits = 0
@@ -339,15 +369,29 @@ class Segmenter:
         assert o is not None
         self._open = None
         self._quiet_run = 0
+        self._loud_run = 0
         self._last_stop = stop
         # frames wholly after `stop` can be the next utterance's pre-roll
         kept = (now - stop) // self._n
         if kept and not split:
             self._history.extend(o.frames[-kept:])
-        rate = self.config.rate
-        if o.last_loud - o.first_loud < self._min and not o.split_from:
+        cfg = self.config
+        rate = cfg.rate
+        span = o.last_loud - o.first_loud
+        if span < self._min and not o.split_from:
             self.stats.dropped_short += 1
             return
+        if (
+            not o.split_from
+            and o.first_loud - self._last_loud < self._tail_gap
+            and o.peak_db < self._last_peak - cfg.tail_db
+            and span <= self._tail
+        ):
+            # the quiet end of the last word, cut off by a gap longer than the hangover
+            self.stats.dropped_tail += 1
+            return
+        self._last_loud = o.last_loud
+        self._last_peak = o.peak_db
         audio = np.concatenate(o.frames) if o.frames else np.zeros(0, dtype=np.int16)
         audio = audio[: max(0, stop - o.start)]
         if audio.size == 0:
