@@ -100,7 +100,8 @@ class RegimeModel:
         startprob = np.asarray(self.startprob, dtype=float).reshape(-1)
         if k < 1 or variances.shape != (k,) or transmat.shape != (k, k) or startprob.shape != (k,):
             raise ConfigError(f"inconsistent regime model shapes for K={k}")
-        if not (np.isfinite(means).all() and (variances > 0).all() and np.isfinite(variances).all()):
+        ok = np.isfinite(means).all() and np.isfinite(variances).all()
+        if not (ok and (variances > 0).all()):
             raise ConfigError("regime model needs finite means and positive variances")
         if (transmat < 0).any() or not np.allclose(transmat.sum(1), 1.0, atol=1e-6):
             raise ConfigError("regime model transmat rows must be probabilities summing to 1")
@@ -210,7 +211,7 @@ class RegimeModel:
         transmat: np.ndarray,
         dt_ref: float = 1.0,
     ) -> RegimeModel:
-        """A model from known parameters (e.g. the truth of a synthetic series), start = stationary."""
+        """A model from known parameters (a synthetic series' truth); start = stationary."""
         a = np.asarray(transmat, dtype=float)
         return cls(np.asarray(means), np.asarray(vols) ** 2, a, stationary(a), dt_ref)
 
@@ -323,6 +324,12 @@ def _hmm(k: int, means: np.ndarray, variances: np.ndarray, transmat: np.ndarray)
     return m
 
 
+def _set_iter(m: GaussianHMM, n_iter: int, tol: float) -> None:
+    # hmmlearn's loop reads m.n_iter but its monitor (made in __init__) keeps its own copies
+    m.n_iter = m.monitor_.n_iter = n_iter
+    m.tol = m.monitor_.tol = tol
+
+
 def _fit_k(
     z: np.ndarray,
     k: int,
@@ -337,7 +344,7 @@ def _fit_k(
     best: tuple[float, GaussianHMM] | None = None
     for means, variances, transmat in guesses:
         m = _hmm(k, means, variances, transmat)
-        m.n_iter, m.tol = screen_iter, tol
+        _set_iter(m, screen_iter, tol)
         try:
             m.fit(zz)
         except ValueError:
@@ -349,8 +356,9 @@ def _fit_k(
         raise TickError(f"the {k}-state fit failed from every start")
     m = best[1]
     iters = m.monitor_.iter
-    if not m.monitor_.converged:
-        m.n_iter = max_iter
+    h = m.monitor_.history
+    if iters >= screen_iter and not (len(h) >= 2 and h[-1] - h[-2] < tol):
+        _set_iter(m, max_iter, tol)
         m.fit(zz)
         iters += m.monitor_.iter
     return m, float(m.monitor_.history[-1]), iters
@@ -389,7 +397,7 @@ def fit_returns(
     init: RegimeModel | None = None,
     screen_iter: int = 15,
     max_iter: int = 300,
-    tol: float = 1e-4,
+    tol: float = 1e-5,
 ) -> FitReport:
     """Fit normalised returns `x`; K = `states`, or the BIC-best of `ks`.
 
@@ -428,9 +436,7 @@ def fit_returns(
                 np.asarray(init.transmat),
             )
         guesses = _initial_guesses(z, k, restarts, rng, warm)
-        m, _, iters = _fit_k(
-            z, k, guesses, screen_iter=screen_iter, max_iter=max_iter, tol=tol * n
-        )
+        m, _, iters = _fit_k(z, k, guesses, screen_iter=screen_iter, max_iter=max_iter, tol=tol * n)
         model = _finish(m, z, scale, dt_ref)
         candidates.append(
             Candidate(k, model.loglik, model.bic, iters, time.perf_counter() - k_start)

@@ -35,7 +35,7 @@ class RegimeSpec:
         a = np.asarray(self.transmat, dtype=float)
         k = a.shape[0]
         if a.shape != (k, k) or k < 1 or not np.allclose(a.sum(1), 1.0) or (a < 0).any():
-            raise ConfigError("transmat must be a square matrix of probabilities, rows summing to 1")
+            raise ConfigError("transmat must be square, of probabilities, rows summing to 1")
         for name in ("means", "vols"):
             v = np.asarray(getattr(self, name), dtype=float)
             if v.shape != (k,):

@@ -104,7 +104,7 @@ def detect_columns(
 
 
 def parse_time(text: str) -> float:
-    """UNIX seconds from a date or ISO 8601 string (naive = UTC) or a number; ValueError if neither."""
+    """UNIX seconds from a number, a date or an ISO 8601 string (naive = UTC); else ValueError."""
     s = text.strip()
     try:
         return float(s)
