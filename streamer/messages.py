@@ -58,6 +58,7 @@ class WordEvent:
     end: float
     recognition: Recognition
     error: str | None = None
+    closed_at: float | None = None  # stream time the segmenter closed the utterance (latency)
 
     topic = "speech"
 
@@ -72,6 +73,8 @@ class WordEvent:
             "end": round(self.end, 4),
             "nbest": [{"label": w, "loglik": round(float(s), 3)} for w, s in r.nbest],
         }
+        if self.closed_at is not None:
+            body["closed_at"] = round(self.closed_at, 4)
         if self.error:
             body["error"] = self.error
         return body
