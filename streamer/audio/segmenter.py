@@ -130,6 +130,7 @@ class SegmenterStats:
     splits: int = 0
     dropped_short: int = 0
     dropped_tail: int = 0
+    gap_samples: int = 0  # audio lost upstream, replaced by silence
 
 
 class _SlidingQuantile:
@@ -238,14 +239,32 @@ class Segmenter:
                     f"{self.stream}: chunk at {chunk.rate} Hz fed to a {self.config.rate} Hz "
                     "segmenter (resample in the source)"
                 )
-            if chunk.start != self.position:
+            if chunk.start < self.position:
                 raise ConfigError(
                     f"{self.stream}: chunk starts at sample {chunk.start}, "
-                    f"expected {self.position} (gap or overlap in the stream)"
+                    f"before the {self.position} already seen (overlapping audio)"
                 )
-            samples = chunk.samples
-        else:
-            samples = chunk
+            out = self._gap(chunk.start - self.position) if chunk.start > self.position else []
+            return out + self._feed(chunk.samples)
+        return self._feed(chunk)
+
+    def _gap(self, n: int) -> list[Utterance]:
+        """Audio lost upstream (a microphone drop): silence in its place, so time stays true.
+
+        A long gap is not filled sample by sample: the open utterance is closed
+        where the audio stopped and the stream resumes after the gap.
+        """
+        self.stats.gap_samples += n
+        if n <= self.config.rate:
+            return self._feed(np.zeros(n, dtype=np.int16))
+        out = self.flush()
+        self._pos += n
+        self._history.clear()
+        self._ring.clear()
+        self._ring_hits = 0
+        return out
+
+    def _feed(self, samples: np.ndarray) -> list[Utterance]:
         samples = np.asarray(samples)
         if samples.dtype != np.int16:
             raise ConfigError(f"{self.stream}: segmenter takes int16 samples, got {samples.dtype}")

@@ -11,8 +11,10 @@ refitted on everything.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +63,7 @@ class TrainConfig:
     calib_fraction: float = 0.25
     target_false_reject: float = 0.03
     seed: int = 0
+    jobs: int = 0  # worker processes for fitting words in parallel (0: one per core)
 
 
 Dataset = dict[str, list[np.ndarray]]
@@ -160,21 +163,32 @@ def _fit_models(
     examples: Dataset, cfg: TrainConfig, progress: Reporter | None
 ) -> tuple[list, tuple, np.ndarray, np.ndarray]:
     feat = _Featurizer(cfg.features)
-    models = []
-    all_frames = []
+    all_seqs: list[list[np.ndarray]] = []
     dur_mean, dur_std = [], []
-    for i, (label, xs) in enumerate(examples.items()):
+    for label, xs in examples.items():
         seqs = [f for x in xs if (f := feat(x)) is not None]
         if not seqs:
             raise DataError(f"{label}: no usable training examples")
-        model, _ = fit_word(seqs, cfg.hmm, seed=cfg.hmm.seed * 1000 + i)
-        models.append(model)
-        all_frames.append(np.concatenate(seqs))
+        all_seqs.append(seqs)
         logs = np.log([s.shape[0] for s in seqs])
         dur_mean.append(float(logs.mean()))
         dur_std.append(float(max(logs.std(), 0.05)))
-        if progress:
-            progress(label)
+    jobs = min(len(all_seqs), cfg.jobs or os.cpu_count() or 1)
+    seeds = [cfg.hmm.seed * 1000 + i for i in range(len(all_seqs))]
+    models = []
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            futures = [pool.submit(fit_word, s, cfg.hmm, seed) for s, seed in zip(all_seqs, seeds)]
+            for label, fut in zip(examples, futures, strict=True):
+                models.append(fut.result()[0])
+                if progress:
+                    progress(label)
+    else:
+        for label, s, seed in zip(examples, all_seqs, seeds, strict=True):
+            models.append(fit_word(s, cfg.hmm, seed)[0])
+            if progress:
+                progress(label)
+    all_frames = [np.concatenate(s) for s in all_seqs]
     ubm = fit_background(np.concatenate(all_frames), cfg.hmm.ubm_components, cfg.hmm.seed)
     return models, ubm, np.array(dur_mean), np.array(dur_std)
 
