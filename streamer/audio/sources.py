@@ -373,7 +373,9 @@ class MicSource:
             while True:
                 while self._buf:
                     start, block = self._buf.popleft()
-                    yield AudioChunk(self.stream, block.astype(np.int16, copy=False), self.rate, start)
+                    yield AudioChunk(
+                        self.stream, block.astype(np.int16, copy=False), self.rate, start
+                    )
                 if self._closed:
                     break
                 self._ready.clear()

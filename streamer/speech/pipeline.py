@@ -25,7 +25,7 @@ from streamer.audio.sources import AudioSource
 from streamer.messages import WordEvent
 from streamer.speech.recognizer import RecognizerPool
 
-Emit = Callable[[WordEvent], Awaitable[None] | None]
+Emit = Callable[[WordEvent, float], Awaitable[None] | None]  # (event, close-to-emit seconds)
 
 
 @dataclass
@@ -49,12 +49,11 @@ async def run_stream(
     *,
     config: SegmenterConfig | None = None,
     timer: Callable[[], float] = time.perf_counter,
-    on_event: Callable[[WordEvent, float], None] | None = None,
 ) -> StreamStats:
     """Replay or capture one stream to its end; every utterance's event is out on return.
 
-    `emit` may be a plain function or a coroutine function. `on_event(event,
-    delay)` sees each event with its close-to-emit delay in wall seconds.
+    `emit(event, delay)` gets each event with the wall seconds since the
+    segmenter closed its utterance; it may be a function or a coroutine function.
     """
     cfg = config or SegmenterConfig(rate=source.rate)
     seg = Segmenter(cfg, stream=source.stream)
@@ -72,11 +71,9 @@ async def run_stream(
             stats.events += 1
             stats.errors += event.error is not None
             stats.delays.append(delay)
-            r = emit(event)
+            r = emit(event, delay)
             if inspect.isawaitable(r):
                 await r
-            if on_event is not None:
-                on_event(event, delay)
 
     task = asyncio.create_task(emitter(), name=f"emit:{source.stream}")
 

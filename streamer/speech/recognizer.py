@@ -130,7 +130,12 @@ def fake_factory(**kw: Any) -> RecognizerFactory:
     return functools.partial(FakeRecognizer, **kw)
 
 
-def _run(rec: Recognizer, samples: np.ndarray, rate: int, where: str) -> tuple[Recognition, str | None]:
+_traced = False
+
+
+def _run(
+    rec: Recognizer, samples: np.ndarray, rate: int, where: str
+) -> tuple[Recognition, str | None]:
     """Recognise one utterance; a user-level failure becomes an error string, not a raise."""
     try:
         x = samples if rate == rec.sample_rate else resample(samples, rate, rec.sample_rate)
@@ -138,7 +143,10 @@ def _run(rec: Recognizer, samples: np.ndarray, rate: int, where: str) -> tuple[R
     except StreamerError as e:
         return REJECTED, str(e)
     except Exception as e:  # a bug in a recognizer must not take the stream down
-        log.exception("recognition failed on %s", where)
+        global _traced
+        if not _traced:  # one traceback per process is enough to find the bug
+            _traced = True
+            log.exception("recognition failed on %s", where)
         return REJECTED, f"{where}: recognition failed ({type(e).__name__}: {e})"
 
 
@@ -267,8 +275,12 @@ class RecognizerPool:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def start(self) -> None:
-        """Start the workers and wait until each has its bank (BankError if it cannot load)."""
+    async def start(self, wait: bool = True) -> None:
+        """Start the workers and wait until each has its bank (BankError if it cannot load).
+
+        With `wait=False` the workers boot in the background while utterances
+        queue up (for a caller that has already checked the bank loads).
+        """
         self._loop = asyncio.get_running_loop()
         self._slots = asyncio.Semaphore(self.max_pending)
         if self.kind == "inline":
@@ -290,13 +302,19 @@ class RecognizerPool:
         if self.start_method == "forkserver":
             self._ctx.set_forkserver_preload(["streamer.speech.recognizer", "streamer.speech.bank"])
         self._started = self._loop.create_future()
+        # mark a start failure as seen even when nobody waits (wait=False): futures get it
+        self._started.add_done_callback(lambda f: f.cancelled() or f.exception())
         for _ in range(self.workers):
             self._spawn()
+        if not wait:
+            return
         try:
             await asyncio.wait_for(asyncio.shield(self._started), self.start_timeout)
         except TimeoutError:
             await self.aclose()
-            raise BankError(f"recognition workers did not start within {self.start_timeout:.0f} s") from None
+            raise BankError(
+                f"recognition workers did not start within {self.start_timeout:.0f} s"
+            ) from None
         except BaseException:
             await self.aclose()
             raise
@@ -315,7 +333,9 @@ class RecognizerPool:
             rec = self._tls.rec = self._make_local()
         return rec.sample_rate
 
-    def _thread_run(self, samples: np.ndarray, rate: int, where: str) -> tuple[Recognition, str | None]:
+    def _thread_run(
+        self, samples: np.ndarray, rate: int, where: str
+    ) -> tuple[Recognition, str | None]:
         rec = getattr(self._tls, "rec", None)
         if rec is None:
             rec = self._tls.rec = self._make_local()
@@ -466,14 +486,18 @@ class RecognizerPool:
         self.stats.crashes += 1
         job, w.job = w.job, None
         where = _where(job.utt) if job else "no utterance"
-        log.warning("recognition worker %s died (exit code %s) on %s; replacing it", w.pid, code, where)
+        log.warning(
+            "recognition worker %s died (exit code %s) on %s; replacing it", w.pid, code, where
+        )
         if job is not None:
             job.attempts += 1
             self.stats.crashed_utterances.append(where)
             if job.attempts < self.max_attempts:
                 self._queue.appendleft(job)
             else:
-                self._finish(job, REJECTED, f"{where}: recognition worker crashed (exit code {code})")
+                self._finish(
+                    job, REJECTED, f"{where}: recognition worker crashed (exit code {code})"
+                )
         self._spawn()
         self._dispatch()
 
