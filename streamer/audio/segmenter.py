@@ -74,7 +74,9 @@ class SegmenterConfig:
     noise_ms: int = 2000  # window of the noise-level estimate (frames outside speech)
     noise_percentile: float = 50.0
     floor_ms: int = 5000  # window of the all-frames floor, which lets a noise rise end speech
-    floor_percentile: float = 5.0
+    floor_percentile: float = 1.0
+    stationary_db: float = 15.0  # speech longer than floor_ms whose energy spreads (p10..p90)
+    # less than this is steady noise (babble, a machine), not a talker: it becomes the floor
 
     def __post_init__(self) -> None:
         if self.rate not in VAD_RATES:
@@ -130,6 +132,7 @@ class SegmenterStats:
     splits: int = 0
     dropped_short: int = 0
     dropped_tail: int = 0
+    dropped_steady: int = 0  # long stretches of steady noise taken for speech at first
     gap_samples: int = 0  # audio lost upstream, replaced by silence
 
 
@@ -153,6 +156,18 @@ class _SlidingQuantile:
         s = self._sorted
         return s[int(self.q * (len(s) - 1) + 0.5)] if s else default
 
+    def reset(self, values: list[float]) -> None:
+        self._win = deque(values[-self.size :])
+        self._sorted = sorted(self._win)
+
+    def at(self, q: float) -> float:
+        s = self._sorted
+        return s[int(q * (len(s) - 1) + 0.5)]
+
+    @property
+    def full(self) -> bool:
+        return len(self._win) >= self.size
+
 
 @dataclass
 class _Open:
@@ -164,6 +179,7 @@ class _Open:
     peak_db: float
     frames: list[np.ndarray] = field(default_factory=list)
     split_from: bool = False
+    steady: bool = False  # found to be steady noise: its level becomes the noise estimate
 
 
 class Segmenter:
@@ -214,6 +230,7 @@ class Segmenter:
         self._max = cfg.max_ms * ms
         self._tail_gap = cfg.tail_gap_ms * ms
         self._tail = cfg.tail_ms * ms
+        self._floor_len = cfg.floor_ms * ms
 
     # -- public -------------------------------------------------------------------------------
 
@@ -336,6 +353,12 @@ class Segmenter:
         o.frames.append(frame)
         if e > o.peak_db:
             o.peak_db = e
+        if end - o.start >= self._floor_len and self._floor.full:
+            # a long "utterance" with the small energy spread of steady noise: learn it
+            fl = self._floor
+            if fl.at(0.9) - fl.at(0.1) < cfg.stationary_db:
+                noise = max(noise, fl.at(0.5))
+                o.steady = True
         if e > cfg.abs_db and e > noise + cfg.off_db and e > o.peak_db - cfg.drop_db:
             self._loud_run += 1
             if self._quiet_run == 0 or self._loud_run >= self._blip:
@@ -394,9 +417,15 @@ class Segmenter:
         kept = (now - stop) // self._n
         if kept and not split:
             self._history.extend(o.frames[-kept:])
+        if o.steady:
+            # what was taken for speech is the new background: start from its level
+            self._noise.reset(list(self._floor._win)[-self._noise.size :])
         cfg = self.config
         rate = cfg.rate
         span = o.last_loud - o.first_loud
+        if o.steady:
+            self.stats.dropped_steady += 1
+            return
         if span < self._min and not o.split_from:
             self.stats.dropped_short += 1
             return
