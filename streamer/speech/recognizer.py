@@ -77,9 +77,11 @@ class FakeRecognizer:
     """A deterministic stand-in for a bank, for tests: the label is the loudness band.
 
     `delay` seconds of busy work per utterance simulate scoring cost (it holds
-    the GIL, like the real scorer). An utterance whose first sample equals
-    `crash_marker` kills the worker process on the spot, the way a segfault
-    would: that is how the pool's crash handling is tested.
+    the GIL, like the real scorer); `jitter` adds 0, 1 or 2 times that much
+    depending on the utterance's length, so workers finish out of order. An
+    utterance whose first sample equals `crash_marker` kills the worker process
+    on the spot, the way a segfault would: that is how the pool's crash
+    handling is tested.
     """
 
     def __init__(
@@ -89,12 +91,14 @@ class FakeRecognizer:
         delay: float = 0.0,
         crash_marker: float | None = None,
         min_samples: int = 400,
+        jitter: float = 0.0,
     ) -> None:
         self._labels = list(labels)
         self._rate = sample_rate
         self.delay = delay
         self.crash_marker = crash_marker
         self.min_samples = min_samples
+        self.jitter = jitter
         self.pid = os.getpid()
 
     @property
@@ -111,10 +115,11 @@ class FakeRecognizer:
             os._exit(70)  # die like a segfault would: no exception, no clean-up
         if x.size < self.min_samples:
             raise AudioError(f"{where}: utterance too short ({x.size} samples)")
-        if self.delay:
+        busy = self.delay + self.jitter * (x.size % 3)
+        if busy:
             import time
 
-            end = time.perf_counter() + self.delay
+            end = time.perf_counter() + busy
             while time.perf_counter() < end:
                 pass
         rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
@@ -454,9 +459,9 @@ class RecognizerPool:
             tag, info, kind = msg
             if tag == "ready":
                 w.ready, w.pid = True, info
-                if self._started is not None and not self._started.done():
-                    if all(x.ready for x in self._workers):
-                        self._started.set_result(None)
+                started = self._started
+                if started and not started.done() and all(x.ready for x in self._workers):
+                    started.set_result(None)
                 self._dispatch()
             else:
                 self._fail_all(f"cannot load the recognizer in a worker: {info}", kind)
@@ -520,10 +525,9 @@ class RecognizerPool:
                 job = self._queue.popleft()
                 w.job = job
                 u = job.utt
-                try:
+                # on a dead worker the reader sees EOF next and handles the crash
+                with contextlib.suppress(BrokenPipeError, OSError):
                     w.conn.send((job.id, u.samples, u.rate, _where(u)))
-                except (BrokenPipeError, OSError):
-                    pass  # the reader sees EOF next and handles the crash
 
 
 def measure_kinds(

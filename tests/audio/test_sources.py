@@ -1,0 +1,221 @@
+"""Sources: pacing against an injected clock, format conversion, and the microphone's drop point."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.io import wavfile
+
+from streamer.audio.sources import MicSource, VirtualClock, WavSource
+from streamer.audio.wav import to_pcm16
+from streamer.errors import AudioError, ConfigError
+from streamer.messages import AudioChunk
+
+
+async def _collect(src, consume=None) -> list[AudioChunk]:  # type: ignore[no-untyped-def]
+    out = []
+    async for c in src:
+        out.append(c)
+        if consume is not None:
+            consume(c)
+    return out
+
+
+def _tone(seconds: float, rate: int = 8000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+async def test_real_time_pacing_against_a_virtual_clock() -> None:
+    clock = VirtualClock(100.0)
+    src = WavSource(to_pcm16(_tone(2.0)), source_rate=8000, chunk_ms=20, speed=1.0, clock=clock)
+    chunks = await _collect(src)
+    assert len(chunks) == 100
+    assert [c.start for c in chunks] == [i * 160 for i in range(100)]
+    assert sum(c.samples.size for c in chunks) == 16000
+    assert clock.t == pytest.approx(102.0)  # two seconds of audio took two clock seconds
+    assert all(s == pytest.approx(0.02) for s in clock.sleeps)
+
+
+@pytest.mark.parametrize("speed", [4.0, 0.5])
+async def test_speed_scales_the_schedule(speed: float) -> None:
+    clock = VirtualClock()
+    src = WavSource(to_pcm16(_tone(1.0)), source_rate=8000, chunk_ms=50, speed=speed, clock=clock)
+    await _collect(src)
+    assert clock.t == pytest.approx(1.0 / speed)
+
+
+async def test_speed_zero_never_sleeps() -> None:
+    clock = VirtualClock()
+    src = WavSource(to_pcm16(_tone(1.0)), source_rate=8000, chunk_ms=7, speed=0, clock=clock)
+    chunks = await _collect(src)
+    assert clock.sleeps == [] and clock.t == 0.0
+    assert sum(c.samples.size for c in chunks) == 8000
+    assert chunks[-1].samples.size == 8000 % 56  # the last chunk is what is left
+
+
+async def test_a_slow_consumer_slides_the_schedule_instead_of_bursting() -> None:
+    clock = VirtualClock()
+    src = WavSource(to_pcm16(_tone(2.0)), source_rate=8000, chunk_ms=20, speed=1.0, clock=clock)
+    seen = []
+
+    def consume(c: AudioChunk) -> None:
+        seen.append(clock.now())
+        if c.start == 8000:  # the consumer stalls for half a second once
+            clock.advance(0.5)
+
+    await _collect(src, consume)
+    gaps = np.diff(seen)
+    # after the stall the source does not rush out 25 chunks at once to catch up
+    assert np.count_nonzero(gaps < 1e-9) <= 1
+    assert src.slid == pytest.approx(0.5, abs=0.03)
+    assert clock.t == pytest.approx(2.5, abs=0.03)
+
+
+def test_bad_settings_are_config_errors() -> None:
+    with pytest.raises(ConfigError):
+        WavSource(np.zeros(10, np.int16), source_rate=8000, speed=-1)
+    with pytest.raises(ConfigError):
+        WavSource(np.zeros(10, np.int16), source_rate=8000, chunk_ms=0)
+    with pytest.raises(ConfigError, match="source_rate"):
+        WavSource(np.zeros(10, np.int16))
+
+
+async def test_streamed_file_equals_in_memory_replay(tmp_path: Path) -> None:
+    x = to_pcm16(_tone(1.3))
+    path = tmp_path / "a.wav"
+    wavfile.write(path, 8000, x)
+    from_file = WavSource(path, chunk_ms=30, speed=0)
+    assert from_file._reader is not None  # 16-bit PCM at the target rate is read block by block
+    a = await _collect(from_file)
+    b = await _collect(WavSource(x, source_rate=8000, chunk_ms=30, speed=0))
+    assert [c.start for c in a] == [c.start for c in b]
+    assert np.array_equal(np.concatenate([c.samples for c in a]), x)
+    assert a[0].stream == "a.wav"
+
+
+@pytest.mark.parametrize("rate", [22050, 44100, 16000])
+async def test_other_rates_and_formats_are_converted(tmp_path: Path, rate: int) -> None:
+    x = _tone(1.0, rate)
+    stereo = np.stack([x, x], axis=1)
+    path = tmp_path / "s.wav"
+    wavfile.write(path, rate, stereo)  # float32 stereo at a rate webrtcvad cannot take
+    chunks = await _collect(WavSource(path, speed=0))
+    y = np.concatenate([c.samples for c in chunks])
+    assert all(c.rate == 8000 and c.samples.dtype == np.int16 for c in chunks)
+    assert y.size == 8000
+    spec = np.abs(np.fft.rfft(y.astype(float)))
+    assert np.argmax(spec) == pytest.approx(440, abs=2)  # 1 s: bins are 1 Hz
+
+
+def test_unusable_files_are_audio_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not a wav at all")
+    with pytest.raises(AudioError, match=r"bad\.wav"):
+        WavSource(bad)
+    trunc = tmp_path / "trunc.wav"
+    wavfile.write(trunc, 8000, to_pcm16(_tone(1.0)))
+    trunc.write_bytes(trunc.read_bytes()[:5000])
+    with pytest.raises(AudioError, match="truncated"):
+        WavSource(trunc)
+    with pytest.raises(AudioError, match="no such file"):
+        WavSource(tmp_path / "missing.wav")
+
+
+# -- microphone -----------------------------------------------------------------------------------
+
+
+class _FakeStream:
+    """Stands in for sounddevice.InputStream: a thread calls back with blocks at a fixed rate."""
+
+    def __init__(self, *, samplerate, channels, dtype, blocksize, device, callback):  # type: ignore[no-untyped-def]
+        assert dtype == "int16" and channels == 1
+        self.block, self.callback = blocksize, callback
+        self.blocks = 0
+        self.max_callback = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.n_blocks = 200
+
+    def _run(self) -> None:
+        k = 0
+        while not self._stop.is_set() and k < self.n_blocks:
+            data = np.full((self.block, 1), k % 1000, dtype=np.int16)
+            t0 = time.perf_counter()
+            self.callback(data, self.block, None, None)
+            self.max_callback = max(self.max_callback, time.perf_counter() - t0)
+            k += 1
+            self.blocks = k
+            time.sleep(0.0005)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def close(self) -> None:
+        pass
+
+
+class _FakeSd:
+    def __init__(self) -> None:
+        self.stream: _FakeStream | None = None
+
+    def InputStream(self, **kw):  # type: ignore[no-untyped-def]
+        self.stream = _FakeStream(**kw)
+        return self.stream
+
+
+async def test_microphone_drops_and_counts_when_the_consumer_is_slow() -> None:
+    sd = _FakeSd()
+    mic = MicSource(sd=sd, block_ms=10, queue_blocks=5)
+    got: list[AudioChunk] = []
+    async for chunk in mic:
+        got.append(chunk)
+        time.sleep(0.01)  # a consumer that blocks the loop: the callback must not wait for it
+        assert sd.stream is not None
+        if sd.stream.blocks >= sd.stream.n_blocks and not mic._buf:
+            await mic.aclose()
+    assert sd.stream is not None
+    total = sd.stream.n_blocks * 80
+    assert mic.dropped > 0 and mic.dropped_blocks == mic.dropped // 80
+    # everything captured is either delivered or counted as dropped
+    assert sum(c.samples.size for c in got) + mic.dropped == total
+    # stream time counts dropped samples: a drop is a gap, never a time warp
+    starts = [c.start for c in got]
+    assert starts == sorted(starts) and starts[-1] < total
+    assert all(c.samples[0] == (c.start // 80) % 1000 for c in got)
+    assert sd.stream.max_callback < 0.005  # never blocked
+
+
+async def test_microphone_keeps_everything_when_the_consumer_keeps_up() -> None:
+    sd = _FakeSd()
+    mic = MicSource(sd=sd, block_ms=10, queue_blocks=1000)
+    got = []
+    async for chunk in mic:
+        got.append(chunk)
+        assert sd.stream is not None
+        if sd.stream.blocks >= sd.stream.n_blocks and not mic._buf:
+            await mic.aclose()
+    assert mic.dropped == 0
+    assert [c.start for c in got] == [i * 80 for i in range(200)]
+
+
+async def test_missing_device_is_a_device_error() -> None:
+    from streamer.errors import DeviceError
+
+    class Broken:
+        def InputStream(self, **kw):  # type: ignore[no-untyped-def]
+            raise RuntimeError("Error querying device -1")
+
+    mic = MicSource(sd=Broken())
+    with pytest.raises(DeviceError, match="cannot open audio input"):
+        await mic.start()
+    await asyncio.sleep(0)
