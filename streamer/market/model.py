@@ -50,6 +50,7 @@ REGIME_NAMES: dict[int, tuple[str, ...]] = {
     5: ("quiet", "calm", "normal", "turbulent", "crisis"),
 }
 DEFAULT_KS = (2, 3, 4, 5)
+DEFAULT_STICKINESS = 0.2
 TRANS_FLOOR = 1e-6
 _VAR_FLOOR = 1e-4  # in units of the window's variance
 _MIN_OBS_PER_PARAM = 5
@@ -309,13 +310,16 @@ def _initial_guesses(
     return guesses[: max(restarts, 1)]
 
 
-def _hmm(k: int, means: np.ndarray, variances: np.ndarray, transmat: np.ndarray) -> GaussianHMM:
+def _hmm(
+    k: int, means: np.ndarray, variances: np.ndarray, transmat: np.ndarray, sticky: float
+) -> GaussianHMM:
     m = GaussianHMM(
         n_components=k,
         covariance_type="diag",
         params="tmc",
         init_params="",
         implementation="scaling",
+        transmat_prior=1.0 + np.eye(k) * sticky,  # Dirichlet pseudo-counts on staying put
     )
     m.startprob_ = np.full(k, 1.0 / k)
     m.transmat_ = transmat
@@ -335,6 +339,7 @@ def _fit_k(
     k: int,
     guesses: list[tuple[np.ndarray, ...]],
     *,
+    sticky: float,
     screen_iter: int,
     max_iter: int,
     tol: float,
@@ -343,7 +348,7 @@ def _fit_k(
     zz = z.reshape(-1, 1)
     best: tuple[float, GaussianHMM] | None = None
     for means, variances, transmat in guesses:
-        m = _hmm(k, means, variances, transmat)
+        m = _hmm(k, means, variances, transmat, sticky)
         _set_iter(m, screen_iter, tol)
         try:
             m.fit(zz)
@@ -395,6 +400,7 @@ def fit_returns(
     restarts: int = 4,
     seed: int = 0,
     init: RegimeModel | None = None,
+    stickiness: float = DEFAULT_STICKINESS,
     screen_iter: int = 15,
     max_iter: int = 300,
     tol: float = 1e-5,
@@ -436,7 +442,15 @@ def fit_returns(
                 np.asarray(init.transmat),
             )
         guesses = _initial_guesses(z, k, restarts, rng, warm)
-        m, _, iters = _fit_k(z, k, guesses, screen_iter=screen_iter, max_iter=max_iter, tol=tol * n)
+        m, _, iters = _fit_k(
+            z,
+            k,
+            guesses,
+            sticky=stickiness * n / k,
+            screen_iter=screen_iter,
+            max_iter=max_iter,
+            tol=tol * n,
+        )
         model = _finish(m, z, scale, dt_ref)
         candidates.append(
             Candidate(k, model.loglik, model.bic, iters, time.perf_counter() - k_start)
