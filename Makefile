@@ -24,8 +24,10 @@ $(BIN)/python:
 venv: $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 
+STREAMER_DATA ?= ../shared/data
+
 demo: setup
-	$(BIN)/streamer demo
+	$(BIN)/streamer recognize $(STREAMER_DATA)/fruits/*/*.wav
 
 test: setup
 	$(BIN)/python -m pytest -q

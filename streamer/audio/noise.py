@@ -12,8 +12,11 @@ from scipy.signal import butter, sosfilt
 
 from streamer.errors import ConfigError
 
-KINDS = ("white", "pink", "brown", "babble", "hum", "factory")
-TRAINING_KINDS = ("pink", "brown")  # the bank's default augmentation; the rest stay unseen
+KINDS = ("white", "pink", "brown", "ssn", "ssn-mod", "babble", "hum", "factory")
+# The bank's default augmentation: stationary noises of different colours, plus
+# speech-shaped noise (stationary, with the long-term spectrum of speech). Babble,
+# hum and factory noise stay unseen, to measure robustness to kinds never heard.
+TRAINING_KINDS = ("white", "pink", "brown", "ssn")
 
 _BABBLE_WORDS = (
     "table", "window", "seven", "morning", "river", "yellow", "garden", "paper", "doctor",
@@ -30,6 +33,24 @@ def _colored(n: int, rng: np.random.Generator, exponent: float) -> np.ndarray:
     spec /= f ** (exponent / 2)
     x = np.fft.irfft(spec, n)
     return x
+
+
+def _speech_shaped(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Stationary noise with the long-term average speech spectrum (flat to 500 Hz, then
+    falling about 9 dB per octave)."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / rate)
+    gain = np.where(f < 500, 1.0, (np.maximum(f, 1) / 500.0) ** (-1.5))
+    gain[f < 80] *= (np.maximum(f[f < 80], 1) / 80.0) ** 2
+    return np.fft.irfft(spec * gain, n)
+
+
+def _envelope(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """A random loudness envelope fluctuating at syllable rates (2-8 Hz), 0.1..1."""
+    k = max(4, int(n / rate * 8))
+    knots = rng.uniform(0.0, 1.0, size=k) ** 2
+    env = np.interp(np.linspace(0, k - 1, n), np.arange(k), knots)
+    return 0.1 + 0.9 * env
 
 
 def _hum(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -88,6 +109,10 @@ def make_noise(kind: str, n: int, rate: int, rng: np.random.Generator) -> np.nda
     elif kind == "brown":
         x = _colored(n, rng, 2.0)
         x = sosfilt(butter(1, 20 / (rate / 2), btype="high", output="sos"), x)
+    elif kind == "ssn":
+        x = _speech_shaped(n, rate, rng)
+    elif kind == "ssn-mod":
+        x = _speech_shaped(n, rate, rng) * _envelope(n, rate, rng)
     elif kind == "hum":
         x = _hum(n, rate, rng)
     elif kind == "factory":

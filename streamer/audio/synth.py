@@ -66,6 +66,7 @@ class _Engine:
         self.lib.espeak_SetSynthCallback(self._cb)
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.lock = threading.Lock()
+        self._seed = getattr(self.lib, "espeak_ng_SetRandSeed", None)
 
     def say(self, text: str, voice: Voice) -> np.ndarray:
         with self.lock:
@@ -79,6 +80,8 @@ class _Engine:
                 (_WORDGAP, 0),
             ):
                 self.lib.espeak_SetParameter(param, int(value), 0)
+            if self._seed is not None:
+                self._seed(0)  # breathy voices add noise: same seed, same audio
             self._chunks = []
             buf = text.encode("utf-8") + b"\0"
             self.lib.espeak_Synth(
