@@ -35,7 +35,6 @@ def test_synthesis_is_deterministic_across_runs() -> None:
 def test_synthesis_is_trimmed() -> None:
     for v in (TRAIN_VOICES[1], TRAIN_VOICES[8], HELDOUT_VOICES[0]):
         a = synthesize("pineapple", v)
-        assert synthesize("pineapple", v).size == a.size
         assert 0.3 < a.size / 8000 < 1.5
         assert np.abs(a[:40]).max() < 0.5 * np.abs(a).max()
 
