@@ -236,7 +236,9 @@ def plot(a: Analysis, path: str | Path) -> Path:
     if a.prices.max() / a.prices.min() > 10:
         top.set_yscale("log")
     top.set_ylabel("price")
-    top.set_title(f"{a.name}: filtered regime (K = {k}, online forward filter)")
+    top.set_title(
+        f"{a.name}: filtered regime (forward filter; K = {k} HMM fitted on the whole series)"
+    )
     top.legend(loc="upper left", markerscale=5, frameon=False)
     bottom.stackplot(dwhen, d.probs.T, colors=colors, linewidth=0)
     bottom.set_ylim(0, 1)

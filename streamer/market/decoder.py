@@ -224,6 +224,7 @@ class RegimeDecoder:
         self.loglik = 0.0  # of the decoded returns, in normalised-return units
         self.decoded = 0
         self.gaps = 0
+        self.resets = 0
         self.skipped: Counter[str] = Counter()
         self._set_model(model)
 
@@ -293,7 +294,10 @@ class RegimeDecoder:
                     lp.append(m + math.log(sum(math.exp(v - m) for v in terms)) + lbj)
         m = max(lp)
         if m == -math.inf:
-            raise TickError(f"{self.symbol}: a return no regime of the model can produce")
+            # no regime reachable from the current one explains this return (only possible
+            # with hand-made models holding exact zeros): restart the filter here, not crash
+            self.resets += 1
+            lp, m = list(lb), max(lb)
         w = [math.exp(v - m) for v in lp]
         s = sum(w)
         return tuple(v / s for v in w), m + math.log(s)
@@ -312,7 +316,7 @@ class RegimeDecoder:
             self.gaps += 1
         x = math.log(price / self._p) * math.sqrt(self._dtref / dt)
         self._t, self._p = t, price
-        # hot path: plain floats, map(mul) and strict=False zips (about 1 us per K^2 product)
+        # hot path: plain floats and the unrolled kernel, no numpy (see the module docstring)
         lb = [c - h * (x - m) * (x - m) for c, m, h in self._em]
         mx = max(lb)
         e = [exp(v - mx) for v in lb]
