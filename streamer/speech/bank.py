@@ -30,7 +30,7 @@ from hmmlearn import _hmmc, hmm
 
 from streamer.errors import BankError, ConfigError
 from streamer.messages import Recognition
-from streamer.speech.features import FeatureConfig, mfcc
+from streamer.speech.features import FeatureConfig, dynamic_range_db, mfcc
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ FORMAT = "streamer-bank"
 FORMAT_VERSION = 1
 _LOG2PI = float(np.log(2 * np.pi))
 TOPOLOGIES = ("left-right", "ergodic")
+DEFAULT_RANGE_DB = 40.0  # dynamic range assumed when only features are given (clean speech)
 COVARIANCE_TYPES = ("diag", "spherical", "full", "tied")
 
 
@@ -96,7 +97,7 @@ class WordModel:
 class Calibration:
     """Logistic confidence over (LLR vs background, margin, duration) and the reject threshold."""
 
-    coef: np.ndarray = field(default_factory=lambda: np.array([1.0, 1.0, 0.0, 0.0]))
+    coef: np.ndarray = field(default_factory=lambda: np.array([1.0, 1.0, 0.0, 0.0, 0.0]))
     intercept: float = 0.0
     threshold: float = 0.0  # confidence below this: label is null
     dur_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per word, log frames
@@ -203,12 +204,16 @@ class WordBank:
         ubm = float(self._ubm_emitter(x)[:, 0].sum())
         return out, ubm
 
-    def score_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def score_features(
+        self, x: np.ndarray, dyn_range: float = DEFAULT_RANGE_DB
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Word log-likelihoods and the calibration feature vector for one utterance."""
         ll, ubm = self.loglik(x)
-        return ll, self._calib_features(ll, ubm, x.shape[0])
+        return ll, self._calib_features(ll, ubm, x.shape[0], dyn_range)
 
-    def _calib_features(self, ll: np.ndarray, ubm: float, n_frames: int) -> np.ndarray:
+    def _calib_features(
+        self, ll: np.ndarray, ubm: float, n_frames: int, dyn_range: float
+    ) -> np.ndarray:
         order = np.argsort(-ll)
         best = int(order[0])
         second = ll[order[1]] if ll.size > 1 else ubm
@@ -217,7 +222,13 @@ class WordBank:
         if c.dur_std.size == ll.size and c.dur_std[best] > 0:
             dz = (np.log(n_frames) - c.dur_mean[best]) / c.dur_std[best]
         return np.array(
-            [(ll[best] - ubm) / n_frames, (ll[best] - second) / n_frames, abs(dz), dz]
+            [
+                (ll[best] - ubm) / n_frames,
+                (ll[best] - second) / n_frames,
+                abs(dz),
+                dz,
+                min(dyn_range, 60.0) / 10.0,
+            ]
         )
 
     def confidence(self, feats: np.ndarray) -> float:
@@ -225,8 +236,11 @@ class WordBank:
         z = float(feats @ c.coef + c.intercept)
         return float(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
 
-    def recognize_features(self, x: np.ndarray, nbest: int = 5) -> Recognition:
-        ll, feats = self.score_features(x)
+    def recognize_features(
+        self, x: np.ndarray, nbest: int = 5, dyn_range: float = DEFAULT_RANGE_DB
+    ) -> Recognition:
+        """Recognition from a feature matrix; `dyn_range` is the audio's dynamic_range_db."""
+        ll, feats = self.score_features(x, dyn_range)
         order = np.argsort(-ll)
         conf = self.confidence(feats)
         best = self.labels[int(order[0])]
@@ -240,7 +254,10 @@ class WordBank:
 
     def recognize(self, samples: np.ndarray, where: str = "utterance", nbest: int = 5) -> Recognition:
         """Canonical audio at `sample_rate` to a Recognition. Raises AudioError if unusable."""
-        return self.recognize_features(mfcc(samples, self.features, where=where), nbest=nbest)
+        x = mfcc(samples, self.features, where=where)
+        return self.recognize_features(
+            x, nbest=nbest, dyn_range=dynamic_range_db(samples, self.sample_rate)
+        )
 
     # ---- persistence ---------------------------------------------------------------------
 

@@ -111,3 +111,18 @@ def mfcc(x: np.ndarray, cfg: FeatureConfig = FeatureConfig(), where: str = "audi
         out = out - out.mean(axis=0)
         out = out / (out.std(axis=0) + 1e-8)
     return out
+
+
+def dynamic_range_db(x: np.ndarray, rate: int, frame_s: float = 0.02) -> float:
+    """Loud-frame over quiet-frame energy in dB: a cheap SNR proxy for one utterance.
+
+    Rejection uses it to tell a known word in noise (low range, everything fits
+    worse) from an unknown word in quiet (high range, only the words fit worse).
+    """
+    n = int(frame_s * rate)
+    x = np.asarray(x, dtype=np.float64)
+    if x.size < 2 * n:
+        return 0.0
+    e = np.mean(x[: x.size // n * n].reshape(-1, n) ** 2, axis=1) + 1e-12
+    lo, hi = np.percentile(e, [10, 95])
+    return float(10 * np.log10(hi / lo))

@@ -32,7 +32,7 @@ from streamer.speech.bank import (
     fit_background,
     fit_word,
 )
-from streamer.speech.features import FeatureConfig, mfcc
+from streamer.speech.features import FeatureConfig, dynamic_range_db, mfcc
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,12 @@ class TrainConfig:
     hmm: HmmConfig = field(default_factory=HmmConfig)
     speeds: tuple[float, ...] = (0.88, 1.12)
     noise_kinds: tuple[str, ...] = TRAINING_KINDS
-    noisy_copies: int = 2
-    snr_range: tuple[float, float] = (0.0, 20.0)
+    noisy_copies: int = 3
+    snr_range: tuple[float, float] = (0.0, 18.0)
     synth_voices: int = len(TRAIN_VOICES)  # 0: real recordings only
     calibrate: bool = True
     calib_fraction: float = 0.25
-    target_false_reject: float = 0.03
+    target_false_reject: float = 0.02
     seed: int = 0
     jobs: int = 0  # worker processes for fitting words in parallel (0: one per core)
 
@@ -255,7 +255,7 @@ def _fit_calibration(
             f = mfcc(x, bank.features)
         except AudioError:
             continue
-        ll, cf = bank.score_features(f)
+        ll, cf = bank.score_features(f, dynamic_range_db(x, bank.sample_rate))
         feats.append(cf)
         invocab.append(y >= 0)
         correct.append(y >= 0 and int(np.argmax(ll)) == y)
@@ -263,7 +263,7 @@ def _fit_calibration(
     yv = np.array(correct, dtype=int)
     inv = np.array(invocab)
     if yv.min() == yv.max():
-        return np.array([1.0, 1.0, 0.0, 0.0]), 0.0, 0.0, {}
+        return np.array([1.0, 1.0, 0.0, 0.0, 0.0]), 0.0, 0.0, {}
     lr = LogisticRegression(C=1.0, max_iter=1000).fit(X, yv)
     conf = lr.predict_proba(X)[:, 1]
     threshold = float(np.quantile(conf[inv], target_fr))
@@ -294,7 +294,7 @@ def train_bank(
     voices = TRAIN_VOICES[: cfg.synth_voices]
     synth = {label: _synth_examples(label, voices, rate) for label in labels} if voices else {}
 
-    coef, intercept, threshold, stats = np.array([1.0, 1.0, 0.0, 0.0]), 0.0, 0.0, {}
+    coef, intercept, threshold, stats = np.array([1.0, 1.0, 0.0, 0.0, 0.0]), 0.0, 0.0, {}
     if cfg.calibrate:
         real_tr, real_ho, syn_tr, syn_ho = {}, {}, {}, {}
         n_voice_ho = int(round(len(voices) * cfg.calib_fraction))
