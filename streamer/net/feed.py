@@ -1,0 +1,441 @@
+"""The live tick feed: outside producers publish ``[b"tick", {"symbol", "t", "price"}]``.
+
+A SUB socket (bound, so producers can come and go; or connected to a producer's
+PUB) takes the ticks in; `TickDecoder`, a pure synchronous core, checks them and
+runs one `RegimeTracker` per symbol; decodes go to `emit` (the publisher's
+`publish_many`). The async shell (`TickFeed.run`) only waits on the socket,
+drains what is queued in one go and hands fits to an executor.
+
+Why batches: everything arrives as many small messages, and per-call costs
+dominate in Python (the decoder's array path costs ~140 us a call however few
+ticks it gets, ~3 us a tick with a thousand). So each wake-up drains up to
+`batch` messages, groups them by symbol and decodes each group in one call:
+`RegimeTracker.push` for a handful, `push_many` (the decoder's `step_many`) for
+more. A busy feed thus gets big batches and the best rate; a quiet one gets
+small batches and the lowest latency.
+
+Bad input never stops the service: every tick that fails a check (see
+`protocol.TICK_PROBLEMS`) is dropped, counted by reason, and each reason is
+logged once (with its first example). Ticks the tracker refuses (duplicate or
+out-of-order times) are counted by the tracker and reported the same way.
+
+A live feed never waits for a fit: while a symbol's first fit runs its ticks
+are buffered by the tracker (and decoded when the model arrives); a refit's
+model is installed when it is ready, at whatever tick that is. A failed fit is
+logged and the symbol starts its warm-up again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+import zmq
+
+from streamer.errors import ConfigError
+from streamer.market.decoder import FitJob, RegimeTracker, TrackerConfig
+from streamer.messages import RegimeDecode
+from streamer.net import protocol as P
+from streamer.net.security import CurveServer, acquire_auth, release_auth
+from streamer.net.sockets import SocketWaiter, bind, connect, sync_socket
+
+log = logging.getLogger(__name__)
+
+_NB = zmq.NOBLOCK
+PUSH_MANY_MIN = 16  # below this many ticks per symbol per batch, the per-tick path is cheaper
+
+Emit = Callable[[list[RegimeDecode]], Any]
+
+
+class TickDecoder:
+    """Checks ticks and decodes them per symbol; pure and synchronous (fits are handed out).
+
+    `feed(frames_list)` takes raw messages and returns the decodes they produced.
+    Fits are not run here: `submit(symbol, tracker, job)` is called for each new
+    fit job and the caller hands the result back with `fitted`.
+    """
+
+    def __init__(
+        self,
+        config: TrackerConfig,
+        *,
+        symbols: Collection[str] | None = None,
+        max_bytes: int = P.MAX_TICK_BYTES,
+        max_symbols: int = 10_000,
+        submit: Callable[[str, RegimeTracker, FitJob], None] | None = None,
+    ) -> None:
+        if max_bytes < 64:
+            raise ConfigError(f"--max-tick-bytes must be at least 64, not {max_bytes}")
+        self.config = config
+        self.symbols = frozenset(symbols) if symbols else None
+        self.max_bytes = max_bytes
+        self.max_symbols = max_symbols
+        self.submit = submit
+        self.trackers: dict[str, RegimeTracker] = {}
+        self.received = 0
+        self.accepted = 0
+        self.decoded = 0
+        self.dropped: Counter[str] = Counter()
+        self.fit_errors = 0
+        self._examples: set[str] = set()
+        self._jobs: dict[str, FitJob] = {}  # symbol -> job handed to `submit`
+
+    def _bad(self, kind: str, detail: str) -> None:
+        self.dropped[kind] += 1
+        if kind not in self._examples:
+            self._examples.add(kind)
+            log.warning(
+                "tick feed: dropping %s tick (%s); further ones are only counted",
+                kind,
+                detail[:200],
+            )
+
+    def feed(self, messages: Sequence[tuple[bytes, bool, bytes, bool]]) -> list[RegimeDecode]:
+        """Check and decode a batch of ``(topic, more, body, more)`` messages."""
+        groups: dict[str, tuple[list[float], list[float]]] = {}
+        parse = P.parse_tick
+        max_bytes = self.max_bytes
+        allowed = self.symbols
+        for topic, more1, body, more2 in messages:
+            self.received += 1
+            if topic != P.TICK_TOPIC or not more1 or more2:
+                if not more1:
+                    self._bad("frames", "a single-frame message")
+                elif more2:
+                    self._bad("frames", "more than two frames")
+                else:
+                    self._bad("topic", f"topic {topic[:40]!r}, expected b'tick'")
+                continue
+            try:
+                symbol, t, price = parse(body, max_bytes)
+            except P.BadTick as e:
+                self._bad(e.kind, str(e))
+                continue
+            g = groups.get(symbol)
+            if g is None:
+                if allowed is not None and symbol not in allowed:
+                    self._bad("unknown_symbol", f"symbol {symbol!r}")
+                    continue
+                if symbol not in self.trackers and len(self.trackers) >= self.max_symbols:
+                    self._bad("too_many_symbols", f"symbol {symbol!r} beyond {self.max_symbols}")
+                    continue
+                g = groups[symbol] = ([], [])
+            g[0].append(t)
+            g[1].append(price)
+        out: list[RegimeDecode] = []
+        for symbol, (ts, ps) in groups.items():
+            self.accepted += len(ts)
+            out.extend(self.push(symbol, ts, ps))
+        self.decoded += len(out)
+        return out
+
+    def push(self, symbol: str, ts: list[float], ps: list[float]) -> list[RegimeDecode]:
+        """Good ticks of one symbol into its tracker; its decodes (fits handed to `submit`)."""
+        tr = self.trackers.get(symbol)
+        if tr is None:
+            tr = self.trackers[symbol] = RegimeTracker(symbol, self.config, inline=False)
+        if len(ts) >= PUSH_MANY_MIN:
+            out = tr.push_many(np.asarray(ts), np.asarray(ps))
+        else:
+            out = []
+            push = tr.push
+            for t, p in zip(ts, ps, strict=True):
+                r = push(t, p)
+                if r:
+                    out.extend(r)
+        self._hand_out(symbol, tr)
+        return out
+
+    def _hand_out(self, symbol: str, tr: RegimeTracker) -> None:
+        job = tr.job
+        if job is not None and self._jobs.get(symbol) is not job:
+            self._jobs[symbol] = job
+            if self.submit is not None:
+                self.submit(symbol, tr, job)
+
+    def fitted(
+        self, symbol: str, tr: RegimeTracker, job: FitJob, report: Any, error: BaseException | None
+    ) -> list[RegimeDecode]:
+        """A fit came back: install it (the warm-up backlog's decodes come out), or start over."""
+        if self.trackers.get(symbol) is not tr or tr.job is not job:
+            return []  # superseded
+        self._jobs.pop(symbol, None)
+        if error is not None:
+            self.fit_errors += 1
+            log.warning(
+                "%s: regime fit failed (%s: %s); warming up again",
+                symbol,
+                type(error).__name__,
+                error,
+            )
+            self.trackers[symbol] = RegimeTracker(symbol, self.config, inline=False)
+            return []
+        out = tr.install(report)
+        self.decoded += len(out)
+        self._hand_out(symbol, tr)
+        return out
+
+    def pending_first_fits(self) -> list[str]:
+        """Symbols whose first fit is running: their buffered ticks still await decoding."""
+        return [s for s, j in self._jobs.items() if j.first]
+
+    def stats(self) -> dict[str, Any]:
+        skipped: Counter[str] = Counter()
+        warming = 0
+        for tr in self.trackers.values():
+            skipped.update(tr.skipped)
+            warming += tr.decoder is None
+        return {
+            "received": self.received,
+            "accepted": self.accepted,
+            "decoded": self.decoded,
+            "dropped": dict(self.dropped),
+            "skipped": dict(skipped),
+            "symbols": len(self.trackers),
+            "warming_up": warming,
+            "fit_errors": self.fit_errors,
+        }
+
+
+class TickFeed:
+    """The feed's socket and loop: ``async with TickFeed(...) as feed: await feed.run()``."""
+
+    def __init__(
+        self,
+        emit: Emit,
+        *,
+        bind_to: Sequence[str] = (),
+        connect_to: Sequence[str] = (),
+        config: TrackerConfig | None = None,
+        symbols: Collection[str] | None = None,
+        max_bytes: int = P.MAX_TICK_BYTES,
+        max_symbols: int = 10_000,
+        context: zmq.Context[Any] | None = None,
+        curve: CurveServer | None = None,
+        executor: Executor | None = None,
+        batch: int = 4096,
+        rcvhwm: int = P.DEFAULT_HWM,
+    ) -> None:
+        if not bind_to and not connect_to:
+            raise ConfigError("a tick feed needs an endpoint (--tick-feed or --tick-feed-connect)")
+        self.emit = emit
+        self.bind_to = list(bind_to)
+        self.connect_to = list(connect_to)
+        self.endpoints: list[str] = []
+        self.core = TickDecoder(
+            config or TrackerConfig(),
+            symbols=symbols,
+            max_bytes=max_bytes,
+            max_symbols=max_symbols,
+            submit=self._submit,
+        )
+        self.curve = curve
+        self.executor = executor
+        self.batch = batch
+        self.rcvhwm = rcvhwm
+        self._own_ctx = context is None
+        self._ctx = context
+        self._sock: zmq.Socket[Any] | None = None
+        self._waiter: SocketWaiter | None = None
+        self._stopping = False
+        self._fits: set[asyncio.Future[Any]] = set()
+        self._auth = False
+        self._error: BaseException | None = None
+
+    async def __aenter__(self) -> TickFeed:
+        self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def open(self) -> None:
+        if self._ctx is None:
+            self._ctx = zmq.Context()
+        sock = sync_socket(self._ctx, zmq.SUB)
+        try:
+            sock.rcvhwm = self.rcvhwm
+            # a hard guard far above the checked limit: ZeroMQ drops a connection that sends more
+            sock.maxmsgsize = max(1 << 20, 16 * self.core.max_bytes)
+            if self.curve is not None:
+                acquire_auth(self._ctx, self.curve)
+                self._auth = True
+                self.curve.apply(sock)
+            sock.setsockopt(zmq.SUBSCRIBE, P.TICK_TOPIC)
+            for ep in self.bind_to:
+                self.endpoints.append(bind(sock, ep, "--tick-feed"))
+            for ep in self.connect_to:
+                connect(sock, ep, "--tick-feed-connect")
+                self.endpoints.append(ep)
+        except BaseException:
+            sock.close(linger=0)
+            self._release()
+            raise
+        self._sock = sock
+        self._waiter = SocketWaiter(sock)
+
+    def _release(self) -> None:
+        if self._auth and self._ctx is not None:
+            release_auth(self._ctx)
+            self._auth = False
+
+    async def aclose(self) -> None:
+        for f in list(self._fits):
+            f.cancel()
+        if self._waiter is not None:
+            self._waiter.close()
+            self._waiter = None
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        self._release()
+        if self._own_ctx and self._ctx is not None:
+            ctx, self._ctx = self._ctx, None
+            ctx.term()
+
+    def stop(self) -> None:
+        """Stop taking ticks in: `run` drains what is queued, decodes it and returns."""
+        self._stopping = True
+        if self._waiter is not None:
+            self._waiter.poke()
+
+    def stats(self) -> dict[str, Any]:
+        return self.core.stats()
+
+    # -- fits -----------------------------------------------------------------------------------
+
+    def _submit(self, symbol: str, tr: RegimeTracker, job: FitJob) -> None:
+        fut = asyncio.get_running_loop().run_in_executor(self.executor, job.run)
+        self._fits.add(fut)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            self._fits.discard(f)
+            if f.cancelled():
+                return
+            err = f.exception()
+            try:
+                out = self.core.fitted(symbol, tr, job, None if err else f.result(), err)
+                if out:
+                    self.emit(out)
+            except Exception as e:  # reaches `run`, which re-raises it
+                self._error = e
+                if self._waiter is not None:
+                    self._waiter.poke()
+
+        fut.add_done_callback(done)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _drain(self) -> int:
+        """Receive up to `batch` queued messages without waiting, decode and emit them."""
+        sock = self._sock
+        if sock is None:
+            return 0
+        recv = sock.recv
+        msgs: list[tuple[bytes, bool, bytes, bool]] = []
+        for _ in range(self.batch):
+            try:
+                f1 = recv(_NB, copy=False)
+            except zmq.Again:
+                break
+            if f1.more:
+                f2 = recv(_NB, copy=False)
+                more2 = f2.more
+                msgs.append((f1.bytes, True, f2.bytes, more2))
+                while more2:  # skip the rest of an over-long message
+                    more2 = recv(_NB, copy=False).more
+            else:
+                msgs.append((f1.bytes, False, b"", False))
+        if msgs:
+            out = self.core.feed(msgs)
+            if out:
+                self.emit(out)
+        return len(msgs)
+
+    async def run(self, *, drain_quiet: float = 0.05, drain_timeout: float = 5.0) -> dict:
+        """Take ticks in until `stop()`; then drain, wait for first fits (bounded); the stats.
+
+        After the stop it keeps reading until the socket has been quiet for
+        `drain_quiet` seconds (ticks already on their way are taken, not lost),
+        and waits for pending first fits so buffered warm-up ticks are decoded
+        and published, all within `drain_timeout` seconds.
+        """
+        waiter = self._waiter
+        if waiter is None:
+            raise ConfigError("the tick feed is not open")
+        while not self._stopping:
+            if self._error is not None:
+                raise self._error
+            if self._drain() >= self.batch:
+                await asyncio.sleep(0)  # busy: let heartbeats and snapshots run
+                continue
+            await waiter.wait(None)  # `stop()` pokes it
+        deadline = time.monotonic() + drain_timeout
+        while time.monotonic() < deadline:
+            if self._drain():
+                continue
+            if not await waiter.wait(min(drain_quiet, deadline - time.monotonic())):
+                break
+        pending = [f for f in self._fits if not f.done()]
+        if pending and self.core.pending_first_fits():
+            left = deadline - time.monotonic()
+            if left > 0:
+                await asyncio.wait(pending, timeout=left)
+            await asyncio.sleep(0)  # let the done-callbacks install and publish
+        if self._error is not None:
+            raise self._error
+        waiting = self.core.pending_first_fits()
+        if waiting:
+            log.warning(
+                "tick feed: stopped before the first fit of %s finished; their "
+                "buffered ticks are not decoded",
+                ", ".join(waiting),
+            )
+        return self.stats()
+
+
+def add_feed_arguments(parser: Any) -> None:
+    """The live tick feed's flags (the CSV replay's come from `add_tick_arguments`)."""
+    g = parser.add_argument_group("live tick feed (ZeroMQ)")
+    g.add_argument(
+        "--tick-feed",
+        action="append",
+        metavar="ENDPOINT",
+        help="bind a SUB socket here; producers connect and publish "
+        '[b"tick", {"symbol", "t", "price"}] (repeatable)',
+    )
+    g.add_argument(
+        "--tick-feed-connect",
+        action="append",
+        metavar="ENDPOINT",
+        help="connect the SUB socket to a producer's PUB instead (repeatable)",
+    )
+    g.add_argument(
+        "--feed-symbol",
+        action="append",
+        metavar="S",
+        help="accept only these symbols (repeatable; default: any)",
+    )
+    g.add_argument(
+        "--max-tick-bytes",
+        type=int,
+        default=P.MAX_TICK_BYTES,
+        metavar="N",
+        help=f"larger tick messages are dropped (default {P.MAX_TICK_BYTES})",
+    )
+    g.add_argument(
+        "--max-symbols",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="new symbols beyond this many are dropped (default 10000)",
+    )
+
+
+__all__ = ["PUSH_MANY_MIN", "TickDecoder", "TickFeed", "add_feed_arguments"]

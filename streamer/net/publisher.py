@@ -1,0 +1,669 @@
+"""The publisher: an XPUB socket that never blocks the pipeline, and snapshots for late joiners.
+
+Loss is a choice here, made up front and reported, not an accident:
+
+- Sends are non-blocking and ZeroMQ queues up to `hwm` messages per subscriber
+  (default 200,000: four seconds of a 50k msgs/s stream, or about 60 MB for a
+  subscriber that stops reading). With the default ``nodrop`` policy
+  (``ZMQ_XPUB_NODROP``) a send that would pass the mark fails at once instead of
+  being discarded silently inside ZeroMQ; the message is counted as dropped,
+  its `seq` is spent (subscribers see the gap) and it still updates the
+  snapshot state. One subscriber that stops reading therefore costs every
+  subscriber of those topics their messages once its queue is full, and the
+  ``metrics`` topic says how many. ``lossy`` gives plain PUB behaviour instead:
+  only the slow subscriber loses, and the publisher cannot count it (the
+  subscriber sees the gap in `seq`).
+- Late joiners get the current state through the zguide's clone pattern: a
+  ROUTER socket answers a snapshot request with the latest message per topic
+  and key (each symbol's regime, each stream's last word, the status) plus the
+  last `seq` of every topic; the subscriber, already subscribed, drops updates at
+  or below it.
+- Heartbeats go out every `heartbeat` seconds (and at once when someone
+  subscribes to them, so a joining client need not wait for the next one),
+  carrying the last seq per topic so a subscriber can also see losses at the
+  tail of a stream.
+- Subscribers are counted from XPUB's subscription messages: a subscriber is a
+  subscription that receives heartbeats (``heartbeat``, or a prefix of it such
+  as everything), which `streamer.net.Subscriber` always makes last. So
+  `wait_subscribers(n)` returns once n clients can receive everything they
+  asked for: nothing is lost to the slow-joiner effect.
+
+Publishing is synchronous (it never waits): `publish` / `publish_many` / calling
+the publisher as an emitter. The asyncio side only runs the heartbeat, reads
+subscriptions and answers snapshots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import secrets
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import zmq
+
+from streamer import __version__
+from streamer.errors import ConfigError, ProtocolError
+from streamer.messages import RegimeDecode
+from streamer.net import protocol as P
+from streamer.net.security import (
+    CurveServer,
+    acquire_auth,
+    add_curve_server_arguments,
+    curve_server_from_args,
+    release_auth,
+)
+from streamer.net.sockets import (
+    SocketWaiter,
+    bind,
+    check_endpoint,
+    derived_endpoint,
+    sync_socket,
+    term_context,
+)
+
+log = logging.getLogger(__name__)
+
+_MORE_NB = zmq.SNDMORE | zmq.NOBLOCK
+_NB = zmq.NOBLOCK
+_HB = P.HEARTBEAT.encode()
+
+
+def _jsonable(x: Any) -> Any:
+    """Counters, paths, tuples and non-finite floats made fit for strict JSON (metrics)."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if x is None or isinstance(x, bool | int | str):
+        return x
+    if hasattr(x, "item"):  # numpy scalars
+        return _jsonable(x.item())
+    return str(x)
+
+
+class Publisher:
+    """XPUB + snapshot ROUTER + heartbeat; use as ``async with Publisher(...) as pub``."""
+
+    def __init__(
+        self,
+        endpoint: str = P.DEFAULT_PUB,
+        *,
+        snapshot: str | bool = True,
+        hwm: int = P.DEFAULT_HWM,
+        lossy: bool = False,
+        heartbeat: float = P.DEFAULT_HEARTBEAT,
+        metrics_interval: float = 5.0,
+        curve: CurveServer | None = None,
+        context: zmq.Context[Any] | None = None,
+        linger: float = 2.0,
+        latency: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        check_endpoint(endpoint, "--pub")
+        if hwm < 0:
+            raise ConfigError(f"--hwm must be >= 0 (0 = no limit), not {hwm}")
+        if not 0 < heartbeat <= 1.0:
+            raise ConfigError(f"--heartbeat must be in (0, 1] seconds, not {heartbeat}")
+        if metrics_interval < 0:
+            raise ConfigError(f"--metrics-interval must be >= 0, not {metrics_interval}")
+        self.requested = endpoint
+        self.endpoint = endpoint
+        if snapshot is True:
+            self.snapshot_endpoint: str | None = derived_endpoint(endpoint)
+        elif snapshot:
+            self.snapshot_endpoint = check_endpoint(str(snapshot), "--snapshot")
+        else:
+            self.snapshot_endpoint = None
+        self.hwm = hwm
+        self.policy = "lossy" if lossy else "nodrop"
+        self.heartbeat_interval = heartbeat
+        self.metrics_interval = metrics_interval
+        self.curve = curve
+        self.linger = linger
+        self.latency = latency
+        self.clock = clock
+        self.session = secrets.token_hex(8)
+        self.sources: list[str] = []
+        self.state = "starting"
+        self.sent: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.invalid = 0
+        self.snapshots_served = 0
+        self.subscribers = 0  # live subscriptions that receive heartbeats (see module docstring)
+        self.subscriptions: Counter[str] = Counter()
+        self._own_ctx = context is None
+        self._ctx: zmq.Context[Any] | None = context
+        self._sock: zmq.Socket[Any] | None = None
+        self._router: zmq.Socket[Any] | None = None
+        self._seq: dict[bytes, int] = {}
+        self._state: dict[tuple[bytes, str | None], tuple[int, bytes]] = {}
+        self._regime = P.RegimeEncoder()
+        self._providers: dict[str, Callable[[], Any]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sub_changed: asyncio.Event | None = None
+        self._waiter: SocketWaiter | None = None
+        self._t0 = time.monotonic()
+        self._auth: Any = None
+        self._closed = False
+        self._warned: set[str] = set()
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Publisher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Bind the sockets and start the heartbeat and snapshot tasks."""
+        if self._ctx is None:
+            self._ctx = zmq.Context()
+        ctx = self._ctx
+        try:
+            if self.curve is not None:
+                self._auth = acquire_auth(ctx, self.curve)
+            sock = self._sock = sync_socket(ctx, zmq.XPUB)
+            sock.sndhwm = self.hwm
+            if self.policy == "nodrop":
+                sock.setsockopt(zmq.XPUB_NODROP, 1)
+            sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription, to count subscribers
+            if self.curve is not None:
+                self.curve.apply(sock)
+            self.endpoint = bind(sock, self.requested, "--pub")
+            if self.snapshot_endpoint:
+                r = self._router = sync_socket(ctx, zmq.ROUTER)
+                r.sndhwm = 1000
+                if self.curve is not None:
+                    self.curve.apply(r)
+                self.snapshot_endpoint = bind(r, self.snapshot_endpoint, "--snapshot")
+        except BaseException:
+            await self._close_sockets(flush=False)
+            raise
+        self._t0 = time.monotonic()
+        self._sub_changed = asyncio.Event()
+        self._waiter = SocketWaiter(sock)
+        self._tasks.append(asyncio.create_task(self._run(), name="publisher:heartbeat"))
+        if self._router is not None:
+            self._tasks.append(asyncio.create_task(self._serve_snapshots(), name="publisher:snap"))
+        log.info(
+            "publishing on %s (snapshots on %s, hwm %d, %s)",
+            self.endpoint,
+            self.snapshot_endpoint,
+            self.hwm,
+            self.policy,
+        )
+
+    async def aclose(self) -> None:
+        """Stop the tasks and close; queued messages get up to `linger` seconds to go out."""
+        if self._closed:
+            return
+        self._closed = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        await self._close_sockets(flush=True)
+
+    async def _close_sockets(self, flush: bool) -> None:
+        if self._waiter is not None:
+            self._waiter.close()
+            self._waiter = None
+        if self._sock is not None:
+            self._sock.close(linger=int(self.linger * 1000) if flush else 0)
+            self._sock = None
+        if self._router is not None:
+            self._router.close(linger=0)
+            self._router = None
+        if self._auth is not None and self._ctx is not None:
+            release_auth(self._ctx)
+            self._auth = None
+        if self._own_ctx and self._ctx is not None:
+            ctx, self._ctx = self._ctx, None
+            if not await term_context(ctx, self.linger + 3.0):
+                log.warning("ZeroMQ context did not terminate in time")
+
+    def _alive(self) -> zmq.Socket[Any]:
+        """The socket; a failure of a background task reaches the publishing caller here."""
+        sock = self._sock
+        if sock is None:
+            raise ProtocolError("the publisher is not started, or closed")
+        for t in self._tasks:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+        return sock
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    def _emit(self, t: bytes, body: bytes) -> bool:
+        """Send two frames without waiting; False if the high-water mark refused the message.
+
+        libzmq checks the mark per whole message (its pipes count complete
+        messages), so once the first frame is accepted the second cannot be refused.
+        """
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            sock.send(t, _MORE_NB)
+        except zmq.Again:
+            return False
+        sock.send(body, _NB)
+        return True
+
+    def _next_seq(self, t: bytes) -> int:
+        seq = self._seq.get(t, 0)
+        self._seq[t] = seq + 1
+        return seq
+
+    def publish_body(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        key: str | None = None,
+        state_key: str | None = None,
+    ) -> bool:
+        """Publish any kind's payload on ``kind[.key]``; the snapshot keeps it under `state_key`.
+
+        Returns False if the message was dropped (high-water mark) or could not be
+        encoded (NaN, say: counted as invalid and logged once). Never waits.
+        """
+        self._alive()
+        t = P.topic(kind, key).encode()
+        seq = self._seq.get(t, 0)
+        try:
+            body = P.encode_body(seq, self.clock(), payload)
+        except (ValueError, TypeError) as e:
+            self.invalid += 1
+            if kind not in self._warned:
+                self._warned.add(kind)
+                log.warning("not published: a %s message that is not valid JSON (%s)", kind, e)
+            return False
+        self._seq[t] = seq + 1
+        if kind != P.HEARTBEAT:  # heartbeats are liveness, not state
+            self._state[(t, state_key)] = (seq, body)
+        if self._emit(t, body):
+            self.sent[kind] += 1
+            return True
+        self.dropped[kind] += 1
+        return False
+
+    def publish(self, msg: Any, delay: float | None = None) -> bool:
+        """Publish one message object (anything with `topic` and `to_wire()`, e.g. WordEvent)."""
+        if type(msg) is RegimeDecode:
+            return self.publish_many((msg,)) == 1
+        payload = msg.to_wire()
+        kind = msg.topic
+        if delay is not None and self.latency:
+            payload["delay_ms"] = round(delay * 1000.0, 3)
+        if kind == P.SPEECH:
+            return self.publish_body(kind, payload, state_key=str(payload.get("stream")))
+        if kind == P.REGIME:
+            return self.publish_body(kind, payload, key=str(payload.get("symbol")))
+        return self.publish_body(kind, payload)
+
+    def publish_many(self, decodes: Iterable[RegimeDecode]) -> int:
+        """Publish regime decodes (the hot path: one timestamp, no dicts); how many went out."""
+        sock = self._alive()
+        ts_text = repr(self.clock())
+        topic_of = self._regime.topic
+        encode = self._regime.encode
+        seqs = self._seq
+        send = sock.send
+        last: dict[bytes, tuple[int, bytes]] = {}
+        n = sent = 0
+        for d in decodes:
+            n += 1
+            t = topic_of(d.symbol)
+            seq = seqs.get(t, 0)
+            seqs[t] = seq + 1
+            body = encode(d, seq, ts_text)
+            last[t] = (seq, body)
+            try:
+                send(t, _MORE_NB)
+            except zmq.Again:
+                continue
+            send(body, _NB)
+            sent += 1
+        state = self._state
+        for t, v in last.items():
+            state[(t, None)] = v
+        if sent:
+            self.sent[P.REGIME] += sent
+        if n - sent:
+            self.dropped[P.REGIME] += n - sent
+        return sent
+
+    def __call__(self, msg: Any, delay: float | None = None) -> None:
+        """The emitter interface of `streamer replay`, `run_stream` and `run_ticks`."""
+        self.publish(msg, delay)
+
+    # -- service messages -----------------------------------------------------------------------
+
+    @property
+    def uptime(self) -> float:
+        return time.monotonic() - self._t0
+
+    def heartbeat(self) -> bool:
+        last = {t.decode(): n - 1 for t, n in self._seq.items() if t != _HB}
+        return self.publish_body(
+            P.HEARTBEAT,
+            {
+                "session": self.session,
+                "interval": self.heartbeat_interval,
+                "uptime": round(self.uptime, 3),
+                "subscribers": self.subscribers,
+                "snapshot": self.snapshot_endpoint,
+                "last": last,
+            },
+        )
+
+    def status(self, state: str, detail: str | None = None) -> bool:
+        """Publish a life-cycle change (kept for late joiners)."""
+        if state not in P.STATES:
+            raise ValueError(f"unknown state {state!r}")
+        self.state = state
+        body: dict[str, Any] = {
+            "state": state,
+            "session": self.session,
+            "pid": os.getpid(),
+            "version": __version__,
+            "pub": self.endpoint,
+            "snapshot": self.snapshot_endpoint,
+            "subscribers": self.subscribers,
+            "sources": list(self.sources),
+        }
+        if detail:
+            body["detail"] = detail
+        log.info("status: %s%s", state, f" ({detail})" if detail else "")
+        return self.publish_body(P.STATUS, body)
+
+    def add_metrics(self, name: str, provider: Callable[[], Any]) -> None:
+        """Include ``provider()`` under `name` in every metrics message (feed, speech, ticks...)."""
+        self._providers[name] = provider
+
+    def metrics(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "session": self.session,
+            "uptime": round(self.uptime, 3),
+            "subscribers": self.subscribers,
+            "hwm": self.hwm,
+            "policy": self.policy,
+            "sent": dict(self.sent),
+            "dropped": dict(self.dropped),
+            "invalid": self.invalid,
+            "snapshots": self.snapshots_served,
+        }
+        for name, fn in self._providers.items():
+            try:
+                body[name] = _jsonable(fn())
+            except Exception as e:  # a broken provider must not stop the metrics
+                body[name] = {"error": f"{type(e).__name__}: {e}"}
+        return body
+
+    def publish_metrics(self) -> bool:
+        return self.publish_body(P.METRICS, self.metrics())
+
+    # -- subscribers and snapshots --------------------------------------------------------------
+
+    async def wait_subscribers(self, n: int, timeout: float | None = None) -> None:
+        """Return once `n` subscribers receive heartbeats (TimeoutError after `timeout` s)."""
+        if n <= 0:
+            return
+        if self._sub_changed is None:
+            raise ProtocolError("the publisher is not started")
+        async with asyncio.timeout(timeout):
+            while self.subscribers < n:
+                self._sub_changed.clear()
+                await self._sub_changed.wait()
+
+    def _read_subscriptions(self) -> None:
+        sock = self._sock
+        welcome = False
+        while sock is not None:
+            try:
+                m = sock.recv(_NB)
+            except zmq.Again:
+                break
+            if not m or m[0] not in (0, 1):
+                continue  # XPUB passes other messages from peers up too: not ours to read
+            name = m[1:]
+            text = name.decode(errors="replace")
+            delta = 1 if m[0] == 1 else -1
+            self.subscriptions[text] += delta
+            if self.subscriptions[text] <= 0:
+                del self.subscriptions[text]
+            if _HB.startswith(name):
+                self.subscribers = max(0, self.subscribers + delta)
+                welcome |= delta > 0
+                log.info(
+                    "subscriber %s (%d now)", "joined" if delta > 0 else "left", self.subscribers
+                )
+                if self._sub_changed is not None:
+                    self._sub_changed.set()
+        if welcome:
+            self.heartbeat()  # lets the joiner see its subscriptions are live, without waiting
+
+    def snapshot(self, prefixes: list[str]) -> list[bytes]:
+        """The snapshot reply for `prefixes` (clone pattern): latest per topic and key."""
+        items = sorted(
+            (
+                (t, seq, body)
+                for (t, _), (seq, body) in self._state.items()
+                if P.matches(t.decode(), prefixes)
+            ),
+            key=lambda x: (x[0], x[1]),
+        )
+        seqs = {t.decode(): n - 1 for t, n in self._seq.items() if P.matches(t.decode(), prefixes)}
+        return P.snapshot_reply(self.session, self.clock(), seqs, [(t, b) for t, _, b in items])
+
+    async def _serve_snapshots(self) -> None:
+        r = self._router
+        assert r is not None
+        waiter = SocketWaiter(r)
+        try:
+            while True:
+                await waiter.wait(None)
+                while True:
+                    try:
+                        frames = r.recv_multipart(_NB)
+                    except zmq.Again:
+                        break
+                    if len(frames) < 2:
+                        continue
+                    ident, rest = frames[0], frames[1:]
+                    try:
+                        reply = self.snapshot(P.parse_snapshot_request(rest))
+                        self.snapshots_served += 1
+                    except ProtocolError as e:
+                        reply = P.error_reply(str(e))
+                    with contextlib.suppress(zmq.Again, zmq.ZMQError):
+                        r.send_multipart([ident, *reply], _NB)
+        finally:
+            waiter.close()
+
+    async def _run(self) -> None:
+        """Heartbeats, metrics, subscription counting and allow-list reloads."""
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter
+        assert waiter is not None
+        now = loop.time()
+        next_hb = now
+        next_metrics = now + self.metrics_interval if self.metrics_interval else math.inf
+        next_auth = now + 2.0
+        while True:
+            now = loop.time()
+            if now >= next_hb:
+                self.heartbeat()
+                next_hb = max(next_hb + self.heartbeat_interval, now + 0.001)
+            if now >= next_metrics:
+                self.publish_metrics()
+                next_metrics = max(next_metrics + self.metrics_interval, now + 0.001)
+            if self._auth is not None and now >= next_auth:
+                self._auth.reload()
+                next_auth = now + 2.0
+            # publishing from other tasks can consume the descriptor's wake-up: never sleep long
+            timeout = min(next_hb, next_metrics, now + 0.1) - loop.time()
+            if await waiter.wait(timeout):
+                self._read_subscriptions()
+
+
+# -- command-line wiring ------------------------------------------------------------------------
+
+
+def add_pub_arguments(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
+    """Add the publishing flags (idempotent: `serve` may build on `replay`'s flags)."""
+    if "--pub" in parser._option_string_actions:
+        return
+    g = parser.add_argument_group("publishing (ZeroMQ)")
+    g.add_argument(
+        "--pub",
+        metavar="ENDPOINT",
+        default=default,
+        help="publish on this endpoint (tcp://HOST:PORT or ipc://PATH"
+        + (f"; default {default})" if default else ")"),
+    )
+    g.add_argument(
+        "--snapshot",
+        metavar="ENDPOINT",
+        default=None,
+        help="snapshot endpoint for late joiners (default: the --pub port + 1)",
+    )
+    g.add_argument("--no-snapshot", action="store_true", help="serve no snapshots")
+    g.add_argument(
+        "--hwm",
+        type=int,
+        default=P.DEFAULT_HWM,
+        metavar="N",
+        help=f"messages queued per subscriber before sends fail (default {P.DEFAULT_HWM:,})",
+    )
+    g.add_argument(
+        "--lossy",
+        action="store_true",
+        help="let ZeroMQ drop silently per slow subscriber instead of failing (and counting) sends",
+    )
+    g.add_argument(
+        "--heartbeat",
+        type=float,
+        default=P.DEFAULT_HEARTBEAT,
+        metavar="S",
+        help=f"seconds between heartbeats, at most 1 (default {P.DEFAULT_HEARTBEAT})",
+    )
+    g.add_argument(
+        "--metrics-interval",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds between metrics messages (0 = only at the end; default 5)",
+    )
+    g.add_argument(
+        "--wait-subscribers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start only once N subscribers are connected (nothing lost to slow joiners)",
+    )
+    g.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="give up waiting for subscribers after S seconds (default: wait)",
+    )
+    add_curve_server_arguments(parser)
+
+
+def publisher_from_args(
+    args: argparse.Namespace,
+    *,
+    default: str | None = None,
+    context: zmq.Context[Any] | None = None,
+) -> Publisher:
+    """A Publisher configured from the flags of `add_pub_arguments`."""
+    endpoint = getattr(args, "pub", None) or default
+    if not endpoint:
+        raise ConfigError("no --pub endpoint to publish on")
+    snap: str | bool = True
+    if getattr(args, "no_snapshot", False):
+        snap = False
+    elif getattr(args, "snapshot", None):
+        snap = args.snapshot
+    return Publisher(
+        endpoint,
+        snapshot=snap,
+        hwm=getattr(args, "hwm", P.DEFAULT_HWM),
+        lossy=getattr(args, "lossy", False),
+        heartbeat=getattr(args, "heartbeat", P.DEFAULT_HEARTBEAT),
+        metrics_interval=getattr(args, "metrics_interval", 5.0),
+        curve=curve_server_from_args(args),
+        context=context,
+        latency=bool(getattr(args, "latency", False)),
+    )
+
+
+async def wait_for_subscribers(pub: Publisher, args: argparse.Namespace) -> None:
+    """--wait-subscribers N [--wait-timeout S], as a one-line error when it times out."""
+    n = int(getattr(args, "wait_subscribers", 0) or 0)
+    if n < 0:
+        raise ConfigError(f"--wait-subscribers must be >= 0, not {n}")
+    if n == 0:
+        return
+    timeout = getattr(args, "wait_timeout", None)
+    pub.status("waiting", detail=f"for {n} subscriber(s)")
+    log.warning("waiting for %d subscriber(s) on %s", n, pub.endpoint)
+    try:
+        await pub.wait_subscribers(n, timeout)
+    except TimeoutError:
+        raise ConfigError(
+            f"--wait-subscribers {n}: only {pub.subscribers} subscribed within {timeout} s"
+        ) from None
+
+
+@contextlib.asynccontextmanager
+async def publishing(
+    args: argparse.Namespace,
+    *,
+    default: str | None = None,
+    context: zmq.Context[Any] | None = None,
+    sources: Iterable[str] = (),
+) -> AsyncIterator[Publisher]:
+    """The publisher as an emitter for a command: bound, subscribers awaited, status kept.
+
+    On the way out it publishes the final metrics and ``stopped``, then closes
+    with a bounded linger so those (and everything before them) reach subscribers.
+    """
+    pub = publisher_from_args(args, default=default, context=context)
+    pub.sources = list(sources)
+    async with pub:
+        pub.status("starting")
+        await wait_for_subscribers(pub, args)
+        pub.status("running")
+        try:
+            yield pub
+        finally:
+            if pub._sock is not None:
+                pub.status("stopped")
+                pub.publish_metrics()
+
+
+__all__ = [
+    "Publisher",
+    "add_pub_arguments",
+    "publisher_from_args",
+    "publishing",
+    "wait_for_subscribers",
+]

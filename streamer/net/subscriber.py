@@ -1,0 +1,402 @@
+"""The subscriber client: ``async for msg in Subscriber(endpoint, ["regime"])``.
+
+What it adds to a bare SUB socket, each because a consumer would otherwise get
+it wrong:
+
+- **Snapshot on join** (the zguide's clone pattern). It subscribes, waits for the
+  first heartbeat (the publisher sends one as soon as it sees the subscription,
+  so the subscription is known to be live: nothing published after this point
+  can be missed), asks the snapshot socket for the latest message per topic and
+  key, delivers those (``msg.snapshot`` is True), then drops live updates at or
+  below the snapshot's `seq` for their topic.
+- **Gap detection.** `seq` is consecutive per topic frame: a jump means lost
+  messages (``msg.gap`` says how many, `stats.missed` adds them up). Heartbeats
+  carry the last seq of every topic, which also reveals a loss at the end of a
+  stream, when no later message would show the jump.
+- **Liveness.** The client always subscribes to heartbeats (last, which is how
+  the publisher counts it as a subscriber). Silence longer than
+  `heartbeat_timeout` means the publisher is gone: the client reconnects (new
+  socket, new snapshot), or with ``reconnect=False`` raises `PublisherGone`. A
+  new `session` in the heartbeats means the publisher restarted: sequences
+  start again and a fresh snapshot is taken.
+- **Schema checks** on every message (`streamer.net.protocol.problem`); a message
+  that fails is counted and skipped (logged once per kind), or raises
+  ProtocolError with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import zmq
+
+from streamer.errors import ConfigError, ProtocolError
+from streamer.net import protocol as P
+from streamer.net.protocol import Message
+from streamer.net.security import CurveClient
+from streamer.net.sockets import (
+    SocketWaiter,
+    check_endpoint,
+    connect,
+    reachable,
+    sync_socket,
+    term_context,
+)
+
+log = logging.getLogger(__name__)
+
+_NB = zmq.NOBLOCK
+
+
+class PublisherGone(ProtocolError):
+    """No message, not even a heartbeat, for longer than the heartbeat timeout."""
+
+
+@dataclass
+class SubscriberStats:
+    """What the client saw; `missed` is the number of messages it knows it lost."""
+
+    received: int = 0  # messages off the socket, heartbeats included
+    delivered: int = 0  # handed to the caller (snapshot items included)
+    invalid: int = 0  # failed the schema or not JSON: skipped
+    stale: int = 0  # live updates already covered by the snapshot
+    missed: int = 0  # seq numbers never seen
+    gaps: int = 0  # times a jump was seen
+    restarts: int = 0  # publisher restarts noticed (new session, or seq going back)
+    reconnects: int = 0  # after heartbeat silence
+    snapshots: int = 0
+    snapshot_items: int = 0
+
+
+class Subscriber:
+    """An async iterator of `Message`s from a streamer publisher (see the module docstring)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        topics: Sequence[str] = ("",),
+        *,
+        snapshot: bool | str = True,
+        check: bool = True,
+        strict: bool = False,
+        heartbeat_timeout: float = 3.0,
+        reconnect: bool = True,
+        snapshot_timeout: float = 2.0,
+        curve: CurveClient | None = None,
+        context: zmq.Context[Any] | None = None,
+        rcvhwm: int = P.DEFAULT_HWM,
+        batch: int = 1024,
+    ) -> None:
+        check_endpoint(endpoint, "endpoint")
+        if isinstance(topics, str):
+            topics = [topics]
+        if heartbeat_timeout <= 0:
+            raise ConfigError(f"heartbeat timeout must be > 0, not {heartbeat_timeout}")
+        self.endpoint = endpoint
+        self.topics = list(topics) or [""]
+        self.snapshot = snapshot
+        self.check = check
+        self.strict = strict
+        self.heartbeat_timeout = heartbeat_timeout
+        self.reconnect = reconnect
+        self.snapshot_timeout = snapshot_timeout
+        self.curve = curve
+        self.rcvhwm = rcvhwm
+        self.batch = batch
+        self.stats = SubscriberStats()
+        self.session: str | None = None
+        self.heartbeats_wanted = P.matches(P.HEARTBEAT, self.topics)
+        self._own_ctx = context is None
+        self._ctx = context
+        self._sock: zmq.Socket[Any] | None = None
+        self._waiter: SocketWaiter | None = None
+        self._ready: deque[Message] = deque()
+        self._expect: dict[str, int] = {}
+        self._floor: dict[str, int] = {}
+        self._need_join = True
+        self._last_rx = 0.0
+        self._warned: set[str] = set()
+        self._outage = False
+        self._closed = False
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Subscriber:
+        self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def open(self) -> None:
+        """Create, subscribe and connect the socket (joining happens on the first `recv`)."""
+        if self._ctx is None:
+            self._ctx = zmq.Context()
+        sock = sync_socket(self._ctx, zmq.SUB)
+        sock.rcvhwm = self.rcvhwm
+        if self.curve is not None:
+            self.curve.apply(sock)
+        for t in self.topics:
+            if t != P.HEARTBEAT:
+                sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        # heartbeats last: when the publisher sees this one, it has seen the others
+        sock.setsockopt(zmq.SUBSCRIBE, P.HEARTBEAT.encode())
+        try:
+            connect(sock, self.endpoint)
+        except BaseException:
+            sock.close(linger=0)
+            raise
+        self._sock = sock
+        self._waiter = SocketWaiter(sock)
+        self._need_join = True
+        self._expect.clear()
+        self._floor.clear()
+        self._last_rx = time.monotonic()
+
+    def _close_socket(self) -> None:
+        if self._waiter is not None:
+            self._waiter.close()
+            self._waiter = None
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._close_socket()
+        if self._own_ctx and self._ctx is not None:
+            ctx, self._ctx = self._ctx, None
+            await term_context(ctx)
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    def __aiter__(self) -> Subscriber:
+        return self
+
+    async def __anext__(self) -> Message:
+        if self._closed:
+            raise StopAsyncIteration
+        return await self.recv()
+
+    async def recv(self) -> Message:
+        """The next message for the caller (snapshot items first after a join)."""
+        if self._sock is None and not self._closed:
+            self.open()
+        while not self._ready:
+            if self._closed:
+                raise ProtocolError("the subscriber is closed")
+            if self._need_join:
+                await self._join()
+                continue
+            waiter = self._waiter
+            assert waiter is not None
+            left = self._last_rx + self.heartbeat_timeout - time.monotonic()
+            if await waiter.wait(left):
+                self._drain(self._accept)
+            elif time.monotonic() - self._last_rx >= self.heartbeat_timeout:
+                self._gone()
+        self.stats.delivered += 1
+        return self._ready.popleft()
+
+    def _drain(self, handle: Any) -> int:
+        sock = self._sock
+        n = 0
+        while sock is not None and n < self.batch:
+            try:
+                frames = sock.recv_multipart(_NB)
+            except zmq.Again:
+                break
+            n += 1
+            handle(frames)
+        if n:
+            self._last_rx = time.monotonic()
+        return n
+
+    def _gone(self) -> None:
+        text = f"no message from {self.endpoint} for {self.heartbeat_timeout:g} s"
+        if not self.reconnect:
+            raise PublisherGone(f"{text}: publisher gone")
+        self.stats.reconnects += 1
+        (log.info if self._outage else log.warning)("%s: reconnecting", text)
+        self._outage = True
+        self._close_socket()
+        self.open()
+
+    def _invalid(self, kind: str, why: str) -> None:
+        self.stats.invalid += 1
+        if self.strict:
+            raise ProtocolError(why)
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning("skipping invalid %s message: %s", kind, why)
+
+    def _parse(self, frames: list[bytes]) -> Message | None:
+        self.stats.received += 1
+        if len(frames) != 2:
+            self._invalid("?", f"{len(frames)} frames, expected [topic, body]")
+            return None
+        try:
+            topic = frames[0].decode()
+            body = P.loads(frames[1])
+        except ValueError as e:
+            self._invalid("?", f"not UTF-8 JSON ({e})")
+            return None
+        kind = P.kind_of(topic)
+        if type(body) is not dict:
+            self._invalid(kind, f"{topic}: body is not a JSON object")
+            return None
+        if self.check:
+            err = P.problem(kind, body) if kind in P.SCHEMAS else None
+            if err is None and (body.get("v") != P.VERSION or type(body.get("seq")) is not int):
+                err = f"{topic}: missing or wrong envelope"
+            if err:
+                self._invalid(kind, err)
+                return None
+        elif type(body.get("seq")) is not int:
+            self._invalid(kind, f"{topic}: no integer seq")
+            return None
+        return Message(topic, body)
+
+    def _accept(self, frames: list[bytes]) -> None:
+        """One live message: heartbeat handling, snapshot floor, gap detection, delivery."""
+        msg = self._parse(frames)
+        if msg is None:
+            return
+        self._outage = False
+        topic, body = msg.topic, msg.body
+        seq = body["seq"]
+        if msg.kind == P.HEARTBEAT:
+            self._on_heartbeat(body)
+        floor = self._floor.get(topic)
+        if floor is not None:
+            if seq <= floor:
+                self.stats.stale += 1
+                return
+            del self._floor[topic]  # FIFO per topic: everything after this is newer too
+        gap = 0
+        exp = self._expect.get(topic)
+        if exp is not None:
+            if seq > exp:
+                gap = seq - exp
+                self.stats.missed += gap
+                self.stats.gaps += 1
+                log.info("%s: %d message(s) lost before seq %d", topic, gap, seq)
+            elif seq < exp:
+                self.stats.restarts += 1  # only a restarted publisher numbers backwards
+        self._expect[topic] = seq + 1
+        if msg.kind == P.HEARTBEAT and not self.heartbeats_wanted:
+            return
+        self._ready.append(Message(topic, body, gap=gap) if gap else msg)
+
+    def _on_heartbeat(self, body: dict[str, Any]) -> None:
+        session = body.get("session")
+        if self.session is not None and session != self.session:
+            log.warning("publisher at %s restarted (new session)", self.endpoint)
+            self.stats.restarts += 1
+            self._expect.clear()
+            self._floor.clear()
+            self._need_join = bool(self.snapshot)
+        self.session = session
+        last = body.get("last")
+        if not isinstance(last, dict):
+            return
+        for topic, n in last.items():
+            exp = self._expect.get(topic)
+            if exp is None or type(n) is not int or n < exp or topic in self._floor:
+                continue
+            if not P.matches(topic, self.topics):
+                continue
+            lost = n - exp + 1  # published up to n before this heartbeat; we stopped before
+            self.stats.missed += lost
+            self.stats.gaps += 1
+            self._expect[topic] = n + 1
+            log.info("%s: %d message(s) lost at the tail (seq %d..%d)", topic, lost, exp, n)
+
+    # -- joining --------------------------------------------------------------------------------
+
+    async def _join(self) -> None:
+        """Wait for a heartbeat (subscriptions live), then take the snapshot if asked to."""
+        self._need_join = False
+        if not self.snapshot:
+            return
+        waiter = self._waiter
+        assert waiter is not None
+        pending: list[list[bytes]] = []
+        heartbeat: dict[str, Any] | None = None
+
+        def hold(frames: list[bytes]) -> None:
+            nonlocal heartbeat
+            pending.append(frames)
+            if heartbeat is None and len(frames) == 2 and frames[0] == b"heartbeat":
+                with contextlib.suppress(ValueError):
+                    heartbeat = P.loads(frames[1])
+
+        while heartbeat is None:
+            left = self._last_rx + self.heartbeat_timeout - time.monotonic()
+            if await waiter.wait(left):
+                self._drain(hold)
+            elif time.monotonic() - self._last_rx >= self.heartbeat_timeout:
+                self._gone()  # raises, or reopens (pending is stale then)
+                self._need_join = False
+                waiter = self._waiter
+                assert waiter is not None
+                pending.clear()
+        where = self.snapshot if isinstance(self.snapshot, str) else None
+        if where is None and isinstance(heartbeat, dict) and heartbeat.get("snapshot"):
+            where = reachable(str(heartbeat["snapshot"]), self.endpoint)
+        if where:
+            await self._take_snapshot(where)
+        for frames in pending:
+            self._accept(frames)
+
+    async def _take_snapshot(self, where: str) -> None:
+        assert self._ctx is not None
+        dealer = sync_socket(self._ctx, zmq.DEALER)
+        waiter: SocketWaiter | None = None
+        try:
+            if self.curve is not None:
+                self.curve.apply(dealer)
+            connect(dealer, where, "snapshot endpoint")
+            waiter = SocketWaiter(dealer)
+            dealer.send_multipart(P.snapshot_request(self.topics))
+            if not await waiter.wait(self.snapshot_timeout):
+                log.warning(
+                    "no snapshot from %s within %g s; going on without it",
+                    where,
+                    self.snapshot_timeout,
+                )
+                return
+            frames = dealer.recv_multipart(_NB)
+        finally:
+            if waiter is not None:
+                waiter.close()
+            dealer.close(linger=0)
+        try:
+            meta, items = P.parse_snapshot_reply(frames, check=self.check)
+        except ProtocolError as e:
+            self._invalid("snapshot", str(e))
+            return
+        self.stats.snapshots += 1
+        self.session = meta.get("session", self.session)
+        for topic, n in meta["seq"].items():
+            self._floor[topic] = n
+            self._expect[topic] = n + 1
+        for m in items:
+            if m.kind == P.HEARTBEAT and not self.heartbeats_wanted:
+                continue
+            self.stats.snapshot_items += 1
+            self._ready.append(m)
+
+    def stats_dict(self) -> dict[str, int]:
+        return asdict(self.stats)
+
+
+__all__ = ["PublisherGone", "Subscriber", "SubscriberStats"]
