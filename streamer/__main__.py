@@ -1,3 +1,4 @@
 from streamer.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # guarded: worker processes re-import the main module
+    raise SystemExit(main())

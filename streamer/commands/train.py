@@ -31,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-noise", action="store_true", help="no noise augmentation")
     p.add_argument("--no-calibrate", action="store_true", help="skip confidence calibration")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--jobs", "-j", type=int, default=0, help="worker processes (0: one per core)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -39,7 +40,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         n_mix=args.mix, n_restarts=args.restarts, n_iter=args.iter, seed=args.seed,
     )
     cfg = replace(TrainConfig(), hmm=hmm, synth_voices=args.synth_voices, seed=args.seed,
-                  calibrate=not args.no_calibrate)
+                  calibrate=not args.no_calibrate, jobs=args.jobs)
     if args.no_noise:
         cfg = replace(cfg, noise_kinds=())
     return cfg

@@ -11,6 +11,7 @@ refitted on everything.
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -63,7 +64,9 @@ class TrainConfig:
     calib_fraction: float = 0.25
     target_false_reject: float = 0.02
     seed: int = 0
-    jobs: int = 0  # worker processes for fitting words in parallel (0: one per core)
+    # Worker processes fitting words in parallel (0: one per core). More than 1 starts
+    # processes, so a script calling train_bank needs the `if __name__ == "__main__"` guard.
+    jobs: int = 1
 
 
 Dataset = dict[str, list[np.ndarray]]
@@ -177,7 +180,9 @@ def _fit_models(
     seeds = [cfg.hmm.seed * 1000 + i for i in range(len(all_seqs))]
     models = []
     if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool:
+        # forkserver, not fork: a forked child can inherit a lock held by another thread
+        # (BLAS, logging, the synthesiser) and hang
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("forkserver")) as pool:
             futures = [pool.submit(fit_word, s, cfg.hmm, seed) for s, seed in zip(all_seqs, seeds)]
             for label, fut in zip(examples, futures, strict=True):
                 models.append(fut.result()[0])
