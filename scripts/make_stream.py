@@ -70,6 +70,7 @@ def build_stream(
     seed: int = 0,
     rate: int = CANONICAL_RATE,
     minutes: float | None = None,
+    passes: int = 1,
     pause: tuple[float, float] = (0.3, 2.0),
     lead: float = 1.0,
     noise: str | None = None,
@@ -79,12 +80,15 @@ def build_stream(
 ) -> tuple[np.ndarray, list[TruthWord]]:
     """Lay (label, audio at `rate`) recordings in random order; float32 stream and its truth.
 
-    Every recording is used once per shuffled pass; with `minutes`, passes repeat
-    (each reshuffled) until the stream is at least that long. A pause of `lead`
-    seconds opens and closes the stream so the noise floor can be learnt. Noise is
-    generated from its own seed stream (one `noise_track_s` track, tiled) so that
-    a clean and a noisy stream with the same seed hold the same words at the same
-    times.
+    Every recording is used once per shuffled pass, `passes` times; with
+    `minutes`, passes repeat (each reshuffled) until the stream is at least that
+    long. A pause of `lead` seconds opens and closes the stream so the noise
+    floor can be learnt. Noise comes from its own seed stream (one
+    `noise_track_s` track, tiled), so a clean and a noisy stream with the same
+    seed hold the same words at the same times. With `level_db`, every
+    recording is first scaled to that speech level (dBFS, `speech_rms`; never
+    past a 0.95 peak), so the SNR holds for every word and not only on average
+    (the fruit recordings' own levels spread over 14 dB).
     """
     if not recordings:
         raise DataError("no recordings to build a stream from")
@@ -98,7 +102,7 @@ def build_stream(
     while True:
         order.extend(rng.permutation(len(recordings)).tolist())
         total = lead + len(order) * mean_len
-        if target is None or total >= target:
+        if len(order) >= passes * len(recordings) and (target is None or total >= target):
             break
     gaps = rng.uniform(pause[0], pause[1], size=len(order))
     gaps[-1] = lead
@@ -165,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", help="output WAV; the truth goes next to it as .csv")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=None, help="repeat passes up to this length")
+    p.add_argument("--passes", type=int, default=1, help="use every recording this many times")
     p.add_argument("--pause", type=float, nargs=2, default=(0.3, 2.0), metavar=("MIN", "MAX"))
     p.add_argument("--noise", choices=KINDS, default=None)
     p.add_argument("--snr", type=float, default=10.0, help="dB, speech level over noise")
@@ -185,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             out_rate=a.rate,
             labels=a.labels,
             minutes=a.minutes,
+            passes=a.passes,
             pause=tuple(a.pause),
             noise=a.noise,
             snr_db=a.snr,

@@ -51,8 +51,9 @@ class SegmenterConfig:
     aggressiveness: int = 2  # webrtcvad mode 0 (least) .. 3 (most aggressive)
     start_ms: int = 80  # ring buffer of the start trigger
     start_ratio: float = 0.6  # share of voiced, loud frames in the ring that starts speech
-    pre_roll_ms: int = 60  # audio kept before the first loud frame of the trigger
-    post_roll_ms: int = 40  # audio kept after the last loud frame
+    pre_roll_ms: int = 30  # audio kept before the first loud frame of the trigger
+    post_roll_ms: int = 20  # audio kept after the last loud frame, in clear audio...
+    noisy_post_roll_ms: int = 150  # ...and in noise, where the word's quiet end is buried
     hangover_ms: int = 160  # trailing quiet that ends an utterance well above the noise...
     noisy_hangover_ms: int = 200  # ...and one that stands only `noisy_snr_db` over it
     clean_snr_db: float = 30.0  # utterance peak over noise level: at or above, `hangover_ms`
@@ -108,7 +109,18 @@ class SegmenterConfig:
         ):
             if getattr(self, name) < self.frame_ms:
                 raise ConfigError(f"{name}={getattr(self, name)} is shorter than one frame")
-        for name in ("pre_roll_ms", "post_roll_ms", "short_ms", "short_hangover_ms", "smooth_ms"):
+        if max(self.post_roll_ms, self.noisy_post_roll_ms) > min(
+            self.hangover_ms, self.noisy_hangover_ms
+        ):
+            raise ConfigError("post-roll cannot be longer than the hangover that precedes a close")
+        for name in (
+            "pre_roll_ms",
+            "post_roll_ms",
+            "noisy_post_roll_ms",
+            "short_ms",
+            "short_hangover_ms",
+            "smooth_ms",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative")
         if self.max_ms < self.min_ms:
@@ -225,6 +237,7 @@ class Segmenter:
         ms = cfg.rate // 1000
         self._short = cfg.short_ms * ms
         self._post = cfg.post_roll_ms * ms
+        self._noisy_post = cfg.noisy_post_roll_ms * ms
         self._pre = cfg.pre_roll_ms * ms
         self._min = cfg.min_ms * ms
         self._max = cfg.max_ms * ms
@@ -315,7 +328,8 @@ class Segmenter:
         if o is not None:
             if tail.size:
                 o.frames.append(tail)
-            self._close(min(o.last_loud + self._post, end_pos), end_pos, out, split=False)
+            post = self._post_roll(self._noisiness(o, self.noise_db))
+            self._close(min(o.last_loud + post, end_pos), end_pos, out, split=False)
         self._pos = end_pos
         return out
 
@@ -371,24 +385,31 @@ class Segmenter:
             self._quiet_run += 1
             if not self._vad.is_speech(frame.tobytes(), cfg.rate):
                 self._noise.add(e)
-        hang = self._hangover(o, noise)
-        if self._quiet_run >= hang and self._loud_run == 0:
-            self._close(min(o.last_loud + self._post, end), end, out, split=False)
+        w = self._noisiness(o, noise)
+        if self._quiet_run >= self._hangover(o, w) and self._loud_run == 0:
+            self._close(min(o.last_loud + self._post_roll(w), end), end, out, split=False)
         elif end - o.start >= self._max:
             self._close(end, end, out, split=True)
             # speech goes on: the next utterance starts exactly here, nothing lost or repeated
             self._open = _Open(start=end, first_loud=end, last_loud=end, peak_db=e, split_from=True)
 
-    def _hangover(self, o: _Open, noise: float) -> float:
-        """Frames of quiet that end `o`: longer for a short or a noisy utterance."""
+    def _noisiness(self, o: _Open, noise: float) -> float:
+        """0 for an utterance well clear of the noise, 1 for one barely over it."""
         cfg = self.config
         snr = o.peak_db - max(noise, cfg.abs_db - cfg.off_db)
         w = (cfg.clean_snr_db - snr) / (cfg.clean_snr_db - cfg.noisy_snr_db)
-        w = min(1.0, max(0.0, w))
+        return min(1.0, max(0.0, w))
+
+    def _hangover(self, o: _Open, w: float) -> float:
+        """Frames of quiet that end `o`: longer for a short or a noisy utterance."""
         hang = self._hang + w * (self._noisy_hang - self._hang)
         if o.last_loud - o.first_loud < self._short:
             hang = max(hang, self._short_hang)
         return hang
+
+    def _post_roll(self, w: float) -> int:
+        """Samples kept after the last loud frame: in noise the word goes on, buried."""
+        return round(self._post + w * (self._noisy_post - self._post))
 
     def _begin(self, first_loud: int, end: int, e: float) -> None:
         """Open an utterance whose first loud frame starts at `first_loud`."""
@@ -405,6 +426,29 @@ class Segmenter:
         self._history.clear()
         self._ring.clear()
         self._ring_hits = 0
+
+    def _trim_silence(self, audio: np.ndarray, begin: int, o: _Open) -> tuple[np.ndarray, int]:
+        """Drop digital silence (under `abs_db`) from the pre- and post-roll.
+
+        The rolls are there to catch a word's quiet edges; frames of near-zero
+        samples hold none, and the bank scores them as a very odd kind of audio.
+        """
+        n = self._n
+        limit = n * (10 ** (self.config.abs_db / 10)) * 32768.0**2
+
+        def quiet(block: np.ndarray) -> bool:
+            b = block.astype(np.float64)
+            return float(b @ b) < limit * (b.size / n)
+
+        k = 0
+        while (k + 1) * n <= o.first_loud - begin and quiet(audio[k * n : (k + 1) * n]):
+            k += 1
+        audio, begin = audio[k * n :], begin + k * n
+        end = audio.size
+        keep = max(0, o.last_loud - begin)
+        while end - n >= keep and quiet(audio[end - n : end]):
+            end -= n
+        return audio[:end], begin
 
     def _close(self, stop: int, now: int, out: list[Utterance], split: bool) -> None:
         o = self._open
@@ -442,6 +486,9 @@ class Segmenter:
         self._last_peak = o.peak_db
         audio = np.concatenate(o.frames) if o.frames else np.zeros(0, dtype=np.int16)
         audio = audio[: max(0, stop - o.start)]
+        begin = o.start
+        if not o.split_from:
+            audio, begin = self._trim_silence(audio, begin, o)
         if audio.size == 0:
             return
         self.stats.utterances += 1
@@ -452,8 +499,8 @@ class Segmenter:
                 index=self._index,
                 samples=audio.astype(np.float32) * (1.0 / 32768.0),
                 rate=rate,
-                start=o.start / rate,
-                end=(o.start + audio.size) / rate,
+                start=begin / rate,
+                end=(begin + audio.size) / rate,
                 closed_at=now / rate,
                 split=split,
             )

@@ -173,16 +173,22 @@ class _FakeSd:
         return self.stream
 
 
+async def _close_when_done(mic: MicSource, sd: _FakeSd) -> None:
+    """Stop the microphone once the fake device has delivered all its blocks."""
+    while sd.stream is None or sd.stream._thread.is_alive() or not sd.stream.blocks:
+        await asyncio.sleep(0.005)
+    await mic.aclose()  # what is still queued is delivered, then the iteration ends
+
+
 async def test_microphone_drops_and_counts_when_the_consumer_is_slow() -> None:
     sd = _FakeSd()
     mic = MicSource(sd=sd, block_ms=10, queue_blocks=5)
     got: list[AudioChunk] = []
+    closer = asyncio.create_task(_close_when_done(mic, sd))
     async for chunk in mic:
         got.append(chunk)
         time.sleep(0.01)  # a consumer that blocks the loop: the callback must not wait for it
-        assert sd.stream is not None
-        if sd.stream.blocks >= sd.stream.n_blocks and not mic._buf:
-            await mic.aclose()
+    await closer
     assert sd.stream is not None
     total = sd.stream.n_blocks * 80
     assert mic.dropped > 0 and mic.dropped_blocks == mic.dropped // 80
@@ -199,11 +205,10 @@ async def test_microphone_keeps_everything_when_the_consumer_keeps_up() -> None:
     sd = _FakeSd()
     mic = MicSource(sd=sd, block_ms=10, queue_blocks=1000)
     got = []
+    closer = asyncio.create_task(_close_when_done(mic, sd))
     async for chunk in mic:
         got.append(chunk)
-        assert sd.stream is not None
-        if sd.stream.blocks >= sd.stream.n_blocks and not mic._buf:
-            await mic.aclose()
+    await closer
     assert mic.dropped == 0
     assert [c.start for c in got] == [i * 80 for i in range(200)]
 
