@@ -1,6 +1,6 @@
 """`streamer listen ENDPOINT [--topic T]...`: what a publisher sends, as JSON lines on stdout.
 
-Each line is ``{"topic": ..., ["snapshot": true,] ["gap": n,] ...body}``: the
+Each line is ``{"topic": ..., ["from_snapshot": true,] ["lost_before": n,] ...body}``: the
 join snapshot first (the current state: every symbol's regime, each stream's
 last word, the service status), then live messages. Heartbeats are shown only
 when asked for (``--topic heartbeat``). Lost messages are reported on stderr

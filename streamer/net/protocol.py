@@ -480,12 +480,15 @@ class Message:
         return float(self.body["ts"])
 
     def to_json(self) -> dict[str, Any]:
-        """One JSON line for `streamer listen`: the topic, markers, then the body."""
+        """One JSON line for `streamer listen`: the topic, markers, then the body.
+
+        The markers (``from_snapshot``, ``lost_before``) are names no body uses.
+        """
         line: dict[str, Any] = {"topic": self.topic}
         if self.snapshot:
-            line["snapshot"] = True
+            line["from_snapshot"] = True
         if self.gap:
-            line["gap"] = self.gap
+            line["lost_before"] = self.gap
         line.update(self.body)
         return line
 
