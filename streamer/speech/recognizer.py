@@ -174,9 +174,16 @@ def _event(u: Utterance, rec: Recognition, error: str | None) -> WordEvent:
 # -- the worker process -------------------------------------------------------------------------
 
 
-def _worker_main(conn: Connection, factory: RecognizerFactory) -> None:
+def _worker_main(conn: Connection, factory: RecognizerFactory, inherited: list[int]) -> None:
     """A worker: load the bank once, then recognise utterances until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # forked: drop the parent's ends of sibling workers' pipes (they would keep a sibling
+    # alive after the parent dies) and the event loop's signal wake-up descriptor
+    for fd in inherited:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)
     try:
         rec = factory()
     except BaseException as e:
@@ -184,7 +191,10 @@ def _worker_main(conn: Connection, factory: RecognizerFactory) -> None:
         with contextlib.suppress(Exception):
             conn.send(("failed", msg, type(e).__name__))
         return
-    conn.send(("ready", os.getpid(), None))
+    try:
+        conn.send(("ready", os.getpid(), None))
+    except (BrokenPipeError, OSError):
+        return  # the pool closed while this worker was loading: nothing to do
     while True:
         try:
             msg = conn.recv()
@@ -253,7 +263,7 @@ class RecognizerPool:
         self.max_pending = max_pending or 2 * self.workers + 2
         if self.max_pending < 1:
             raise ConfigError("max_pending must be at least 1")
-        self.start_method = start_method or "forkserver"
+        self.start_method = start_method or "auto"
         self.start_timeout = start_timeout
         self.max_attempts = max_attempts
         self.stats = PoolStats()
@@ -268,7 +278,6 @@ class RecognizerPool:
         self._inline: Recognizer | None = None
         self._threads: ThreadPoolExecutor | None = None
         self._tls = threading.local()
-        self._ctx: Any = None
         self._started: asyncio.Future[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -303,9 +312,6 @@ class RecognizerPool:
             )
             self.sample_rate = rates[0]
             return
-        self._ctx = mp.get_context(self.start_method)
-        if self.start_method == "forkserver":
-            self._ctx.set_forkserver_preload(["streamer.speech.recognizer", "streamer.speech.bank"])
         self._started = self._loop.create_future()
         # mark a start failure as seen even when nobody waits (wait=False): futures get it
         self._started.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -423,10 +429,32 @@ class RecognizerPool:
 
     # -- the process pool -----------------------------------------------------------------------
 
+    def _context(self) -> Any:
+        """How to start a worker: `auto` forks while this process has a single thread.
+
+        A fork inherits the modules the parent has already imported (numpy,
+        scipy, the bank code), so a worker is ready in tens of milliseconds
+        instead of the second or more a fresh interpreter needs; with other
+        threads running, a fork could inherit a lock held mid-operation, so the
+        fork server (started once, with the bank code preloaded) is used instead.
+        """
+        method = self.start_method
+        if method == "auto":
+            method = "fork" if threading.active_count() == 1 else "forkserver"
+        ctx = mp.get_context(method)
+        if method == "forkserver":
+            ctx.set_forkserver_preload(["streamer.speech.recognizer", "streamer.speech.bank"])
+        return ctx
+
     def _spawn(self) -> _Worker:
-        parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(
-            target=_worker_main, args=(child, self.factory), daemon=True, name="streamer-recognizer"
+        ctx = self._context()
+        parent, child = ctx.Pipe(duplex=True)
+        siblings = [w.conn.fileno() for w in self._workers if not w.conn.closed]
+        proc = ctx.Process(
+            target=_worker_main,
+            args=(child, self.factory, siblings),
+            daemon=True,
+            name="streamer-recognizer",
         )
         proc.start()
         child.close()
@@ -440,6 +468,8 @@ class RecognizerPool:
         assert self._loop is not None
         with contextlib.suppress(Exception):
             self._loop.remove_reader(w.conn.fileno())
+        if not w.ready:
+            w.proc.kill()  # still loading its bank: no work of ours to finish
         with contextlib.suppress(Exception):
             w.conn.send(None)
         with contextlib.suppress(Exception):
