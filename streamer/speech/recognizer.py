@@ -449,7 +449,9 @@ class RecognizerPool:
     def _spawn(self) -> _Worker:
         ctx = self._context()
         parent, child = ctx.Pipe(duplex=True)
-        siblings = [w.conn.fileno() for w in self._workers if not w.conn.closed]
+        siblings = []  # descriptor numbers mean the same thing in the child only after a fork
+        if ctx.get_start_method() == "fork":
+            siblings = [w.conn.fileno() for w in self._workers if not w.conn.closed]
         proc = ctx.Process(
             target=_worker_main,
             args=(child, self.factory, siblings),

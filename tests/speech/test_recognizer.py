@@ -87,11 +87,13 @@ async def test_in_flight_work_is_bounded() -> None:
         assert (await f2).index == 1 and (await f3).index == 2
 
 
+@pytest.mark.parametrize("method", ["auto", "forkserver"])
 async def test_a_crashed_worker_is_reported_and_replaced_and_nothing_after_it_is_lost(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, method: str
 ) -> None:
     utts = [_utt(i, first=MARKER if i == 3 else None, level=0.01 * i) for i in range(8)]
-    async with RecognizerPool(fake_factory(crash_marker=MARKER), workers=2, kind="process") as pool:
+    factory = fake_factory(crash_marker=MARKER)
+    async with RecognizerPool(factory, workers=2, kind="process", start_method=method) as pool:
         pids = {w.pid for w in pool._workers}
         futs = [await pool.submit(u) for u in utts]
         events = [await f for f in futs]
