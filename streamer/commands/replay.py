@@ -85,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--chunk-ms",
         type=float,
         default=None,
-        help="audio block size (default 20 ms; 250 ms at --speed 0); results do not depend on it",
+        help="audio block size (default 20 ms; 1 s at --speed 0); results do not depend on it",
     )
     p.add_argument(
         "--latency",
@@ -179,7 +179,7 @@ async def replay(
         from streamer.speech.bank import WordBank
 
         bank = WordBank.load(bank_path)  # a bad bank is one clear error, before anything runs
-        chunk_ms = args.chunk_ms or (250.0 if speed == 0 else 20.0)
+        chunk_ms = args.chunk_ms or (1000.0 if speed == 0 else 20.0)
         sources = []
         for a in audio:
             try:
