@@ -48,6 +48,7 @@ from streamer.net.sockets import SocketWaiter, bind, connect, sync_socket
 log = logging.getLogger(__name__)
 
 _NB = zmq.NOBLOCK
+_raw_recv = zmq.backend.Socket.recv  # under pyzmq's wrapper: see publisher._raw_send
 PUSH_MANY_MIN = 16  # below this many ticks per symbol per batch, the per-tick path is cheaper
 
 Emit = Callable[[list[RegimeDecode]], Any]
@@ -106,11 +107,11 @@ class TickDecoder:
             self.received += 1
             if topic != P.TICK_TOPIC or not more1 or more2:
                 if not more1:
-                    self._bad("frames", "a single-frame message")
+                    self._bad("frames", f"a single-frame message {topic[:40]!r}")
                 elif more2:
                     self._bad("frames", "more than two frames")
                 else:
-                    self._bad("topic", f"topic {topic[:40]!r}, expected b'tick'")
+                    self._bad("topic", f"frame {topic[:40]!r} (a bad topic or a 3rd frame)")
                 continue
             try:
                 symbol, t, price = parse(body, max_bytes)
@@ -337,21 +338,26 @@ class TickFeed:
         sock = self._sock
         if sock is None:
             return 0
-        recv = sock.recv
+        recv = _raw_recv.__get__(sock)
         msgs: list[tuple[bytes, bool, bytes, bool]] = []
         for _ in range(self.batch):
+            # the topic as a Frame, for its `more` flag; the body as plain bytes (cheaper). A
+            # message with extra frames is seen when they come up as the next "topic".
             try:
-                f1 = recv(_NB, copy=False)
+                f1 = recv(_NB, False)
             except zmq.Again:
                 break
-            if f1.more:
-                f2 = recv(_NB, copy=False)
-                more2 = f2.more
-                msgs.append((f1.bytes, True, f2.bytes, more2))
-                while more2:  # skip the rest of an over-long message
-                    more2 = recv(_NB, copy=False).more
-            else:
+            if not f1.more:
                 msgs.append((f1.bytes, False, b"", False))
+                continue
+            topic = f1.bytes
+            if topic != P.TICK_TOPIC:
+                more = True
+                while more:  # skip the rest of it
+                    more = recv(_NB, False).more
+                msgs.append((topic, True, b"", False))
+                continue
+            msgs.append((topic, True, recv(_NB), False))
         if msgs:
             out = self.core.feed(msgs)
             if out:

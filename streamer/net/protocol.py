@@ -414,7 +414,6 @@ def encode(topic_text: str, seq: int, ts: float, payload: dict[str, Any]) -> lis
     return [topic_text.encode(), encode_body(seq, ts, payload)]
 
 
-_REGIME_HEAD = b'{"v":%d,"seq":%%d,"ts":%%s,"symbol":%%s,' % VERSION
 _json_str = _encoder.encode
 
 
@@ -429,33 +428,44 @@ class RegimeEncoder:
     """
 
     def __init__(self) -> None:
-        self._names: dict[str, bytes] = {}
+        self._topics: dict[str, bytes] = {}
+        self._symbols: dict[str, str] = {}
+        self._regimes: dict[str, str] = {}
         self._probs: dict[int, str] = {}
 
     def topic(self, symbol: str) -> bytes:
-        t = self._names.get(symbol)
+        t = self._topics.get(symbol)
         if t is None:
-            t = self._names[symbol] = f"{REGIME}.{symbol}".encode()
+            t = self._topics[symbol] = f"{REGIME}.{symbol}".encode()
         return t
 
     def encode(self, d: Any, seq: int, ts_text: str) -> bytes:
+        """The body of decode `d` as message `seq`, published at `ts_text` (a float's repr)."""
         if d.extra or (d.smoothed_state is not None and d.smoothed_t is None):
             return encode_body(seq, float(ts_text), d.to_wire())
+        # the constant pieces are cached per symbol, regime name and K: ~2.3 us a message
+        sym = self._symbols.get(d.symbol)
+        if sym is None:
+            sym = self._symbols[d.symbol] = f',"symbol":{_json_str(d.symbol)},"t":'
+        reg = self._regimes.get(d.regime)
+        if reg is None:
+            reg = self._regimes[d.regime] = f',"regime":{_json_str(d.regime)},"probs":['
         probs = d.probs
         fmt = self._probs.get(len(probs))
         if fmt is None:
             fmt = self._probs[len(probs)] = ",".join(["%.6f"] * len(probs))
-        tail = (
-            ""
-            if d.smoothed_state is None
-            else f',"smoothed_state":{d.smoothed_state:d},"smoothed_t":{d.smoothed_t!r}'
-        )
-        text = (
-            f'{{"v":{VERSION},"seq":{seq},"ts":{ts_text},"symbol":{_json_str(d.symbol)},'
-            f'"t":{d.t!r},"price":{d.price!r},"state":{d.state:d},"regime":{_json_str(d.regime)},'
-            f'"probs":[{fmt % probs}],"changed":{"true" if d.changed else "false"}{tail}}}'
-        )
-        return text.encode()
+        ss = d.smoothed_state
+        if ss is None:
+            tail = '],"changed":true}' if d.changed else '],"changed":false}'
+        else:
+            tail = (
+                f'],"changed":{"true" if d.changed else "false"},'
+                f'"smoothed_state":{ss:d},"smoothed_t":{d.smoothed_t!r}}}'
+            )
+        return (
+            f'{{"v":{VERSION},"seq":{seq},"ts":{ts_text}{sym}{d.t!r},"price":{d.price!r},'
+            f'"state":{d.state:d}{reg}{fmt % probs}{tail}'
+        ).encode()
 
 
 @dataclass(frozen=True, slots=True)

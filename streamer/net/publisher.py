@@ -72,6 +72,9 @@ from streamer.net.sockets import (
 log = logging.getLogger(__name__)
 
 _MORE_NB = zmq.SNDMORE | zmq.NOBLOCK
+# The Cython send under pyzmq's Python wrapper: 0.65 us a frame instead of 1.1-1.4 (the
+# wrapper's extra work is for options we do not use: routing ids, groups, large-copy tuning).
+_raw_send = zmq.backend.Socket.send
 _NB = zmq.NOBLOCK
 _HB = P.HEARTBEAT.encode()
 
@@ -323,7 +326,7 @@ class Publisher:
         topic_of = self._regime.topic
         encode = self._regime.encode
         seqs = self._seq
-        send = sock.send
+        send = _raw_send.__get__(sock)
         last: dict[bytes, tuple[int, bytes]] = {}
         n = sent = 0
         for d in decodes:
