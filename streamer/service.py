@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 import sys
@@ -171,8 +172,10 @@ class Service:
         *,
         context: zmq.Context[Any] | None = None,
         recognizer_factory: Callable[[], Any] | None = None,
+        tune_gc: bool = True,
     ) -> None:
         self.args = args
+        self.tune_gc = tune_gc
         self.speed = float(getattr(args, "speed", 1.0))
         if not self.speed >= 0:
             raise ConfigError(f"--speed must be >= 0, not {args.speed}")
@@ -403,6 +406,8 @@ class Service:
                 self._start_ticks(pub, tasks)
                 if self.feed is not None:
                     tasks[asyncio.create_task(self._run_feed(), name="feed")] = "tick feed"
+                if self.tune_gc:
+                    _tune_gc()
                 pub.status("running")
                 await self._serve(tasks)
                 pub.status("draining")
@@ -502,6 +507,19 @@ class Service:
         await asyncio.gather(*tasks, return_exceptions=True)
         for t in tasks:
             self._reap(t, tasks)
+
+
+def _tune_gc() -> None:
+    """Keep the garbage collector off the hot path (p99 latency, ~10% of the tick path's CPU).
+
+    Everything alive at this point (modules, models, sockets) is moved out of the
+    collector's sight (`gc.freeze`), and young collections run every 10,000
+    allocations instead of 700: a busy service allocates a few objects per
+    message, and each full collection otherwise rescans every module loaded.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 def _plain(x: Any) -> Any:

@@ -57,7 +57,8 @@ Emit = Callable[[list[RegimeDecode]], Any]
 class TickDecoder:
     """Checks ticks and decodes them per symbol; pure and synchronous (fits are handed out).
 
-    `feed(frames_list)` takes raw messages and returns the decodes they produced.
+    `feed(bodies)` takes the bodies of tick messages and returns the decodes they
+    produced; the shell counts badly framed messages with `reject`.
     Fits are not run here: `submit(symbol, tracker, job)` is called for each new
     fit job and the caller hands the result back with `fitted`.
     """
@@ -87,50 +88,45 @@ class TickDecoder:
         self._examples: set[str] = set()
         self._jobs: dict[str, FitJob] = {}  # symbol -> job handed to `submit`
 
-    def _bad(self, kind: str, detail: str) -> None:
+    def reject(self, kind: str, detail: str) -> None:
+        """Count (and, the first time for `kind`, log) a dropped message."""
+        self.received += 1
         self.dropped[kind] += 1
         if kind not in self._examples:
             self._examples.add(kind)
             log.warning(
-                "tick feed: dropping %s tick (%s); further ones are only counted",
+                "tick feed: dropping a tick (%s: %s); further ones are only counted",
                 kind,
                 detail[:200],
             )
 
-    def feed(self, messages: Sequence[tuple[bytes, bool, bytes, bool]]) -> list[RegimeDecode]:
-        """Check and decode a batch of ``(topic, more, body, more)`` messages."""
+    def feed(self, bodies: Sequence[bytes]) -> list[RegimeDecode]:
+        """Check and decode the bodies of a batch of well-framed ``[b"tick", body]`` messages."""
         groups: dict[str, tuple[list[float], list[float]]] = {}
         parse = P.parse_tick
+        bad = P.BadTick
         max_bytes = self.max_bytes
         allowed = self.symbols
-        for topic, more1, body, more2 in messages:
-            self.received += 1
-            if topic != P.TICK_TOPIC or not more1 or more2:
-                if not more1:
-                    self._bad("frames", f"a single-frame message {topic[:40]!r}")
-                elif more2:
-                    self._bad("frames", "more than two frames")
-                else:
-                    self._bad("topic", f"frame {topic[:40]!r} (a bad topic or a 3rd frame)")
-                continue
+        for body in bodies:
             try:
                 symbol, t, price = parse(body, max_bytes)
-            except P.BadTick as e:
-                self._bad(e.kind, str(e))
+            except bad as e:
+                self.reject(e.kind, str(e))
                 continue
             g = groups.get(symbol)
             if g is None:
                 if allowed is not None and symbol not in allowed:
-                    self._bad("unknown_symbol", f"symbol {symbol!r}")
+                    self.reject("unknown_symbol", f"symbol {symbol!r}")
                     continue
                 if symbol not in self.trackers and len(self.trackers) >= self.max_symbols:
-                    self._bad("too_many_symbols", f"symbol {symbol!r} beyond {self.max_symbols}")
+                    self.reject("too_many_symbols", f"{symbol!r} beyond {self.max_symbols}")
                     continue
                 g = groups[symbol] = ([], [])
             g[0].append(t)
             g[1].append(price)
         out: list[RegimeDecode] = []
         for symbol, (ts, ps) in groups.items():
+            self.received += len(ts)
             self.accepted += len(ts)
             out.extend(self.push(symbol, ts, ps))
         self.decoded += len(out)
@@ -339,30 +335,32 @@ class TickFeed:
         if sock is None:
             return 0
         recv = _raw_recv.__get__(sock)
-        msgs: list[tuple[bytes, bool, bytes, bool]] = []
-        for _ in range(self.batch):
+        core = self.core
+        bodies: list[bytes] = []
+        n = 0
+        while n < self.batch:
             # the topic as a Frame, for its `more` flag; the body as plain bytes (cheaper). A
             # message with extra frames is seen when they come up as the next "topic".
             try:
                 f1 = recv(_NB, False)
             except zmq.Again:
                 break
+            n += 1
             if not f1.more:
-                msgs.append((f1.bytes, False, b"", False))
+                core.reject("frames", f"a single-frame message {f1.bytes[:40]!r}")
                 continue
-            topic = f1.bytes
-            if topic != P.TICK_TOPIC:
+            if f1.bytes != P.TICK_TOPIC:
                 more = True
                 while more:  # skip the rest of it
                     more = recv(_NB, False).more
-                msgs.append((topic, True, b"", False))
+                core.reject("topic", f"frame {f1.bytes[:40]!r}: a bad topic, or a third frame")
                 continue
-            msgs.append((topic, True, recv(_NB), False))
-        if msgs:
-            out = self.core.feed(msgs)
+            bodies.append(recv(_NB))
+        if bodies:
+            out = core.feed(bodies)
             if out:
                 self.emit(out)
-        return len(msgs)
+        return n
 
     async def run(self, *, drain_quiet: float = 0.05, drain_timeout: float = 5.0) -> dict:
         """Take ticks in until `stop()`; then drain, wait for first fits (bounded); the stats.
