@@ -107,7 +107,8 @@ async def replay(
     t0 = time.perf_counter()
     async with RecognizerPool(bank_factory(bank), workers=workers, kind=kind) as pool:
         t1 = time.perf_counter()
-        src = WavSource(pcm, source_rate=8000, speed=speed, stream="bench", chunk_ms=20)
+        chunk = 1000 if speed == 0 else 20  # as `streamer replay` does
+        src = WavSource(pcm, source_rate=8000, speed=speed, stream="bench", chunk_ms=chunk)
 
         def emit(e, delay):  # type: ignore[no-untyped-def]
             events.append(Event(e.recognition.label, e.start, e.end, e.closed_at, delay))
@@ -160,7 +161,7 @@ def rss_child(wav: str, bank: str) -> None:
 
     async def main() -> None:
         async with RecognizerPool(bank_factory(bank), workers=1) as pool:
-            src = WavSource(wav, speed=0, chunk_ms=250)
+            src = WavSource(wav, speed=0, chunk_ms=1000)
             wpid = pool._workers[0].proc.pid
 
             def emit(e, delay):  # type: ignore[no-untyped-def]
