@@ -2,25 +2,34 @@
 
 A pure, synchronous state machine: `feed(chunk)` returns the utterances that
 closed inside it, `flush()` closes whatever is open at the end of the stream.
-Audio is processed in fixed frames whatever the chunk size, so the same stream
-gives the same utterances however it is chunked; time is counted in samples.
+Audio is processed in fixed frames whatever the chunk size (the high-pass
+filter's state carries across chunks), so the same stream gives the same
+utterances however it is chunked; time is counted in samples.
 
 Why not only the classic py-webrtcvad collector: its 300 ms ring of unvoiced
 frames (plus webrtcvad's own internal hangover) closes an utterance 300-470 ms
-after the word really ends. Here the start uses the classic ring-buffer
-voiced-ratio trigger, gated by energy over an adaptive noise floor, but the end
-is decided per frame on energy alone: a frame continues the utterance while it
-stands `off_db` over the noise floor *and* within `drop_db` of the utterance's
-peak. A short trailing run of quiet frames (`hangover_ms`) then ends it. Words
-with internal stops ("ap-ple", "pine-ap-ple", "or-ange") keep their gap well
-above the peak-relative threshold in clean audio and under `hangover_ms` in
-noise; a still-short utterance (under `short_ms`) waits `short_hangover_ms`
-instead, because a word this short is more likely a first syllable than a
-whole word.
+after the word really ends. Here the *start* is the classic ring-buffer
+voiced-ratio trigger, gated by energy over an adaptive noise level, but the
+*end* is decided per frame on energy alone (high-passed, smoothed over 30 ms):
+a frame continues the utterance while it stands `off_db` over the noise level
+and within `drop_db` of the utterance's peak; a short run of quiet frames
+(`hangover_ms`) then ends it, and a burst of noise shorter than `blip_ms`
+inside that run does not restart it.
 
-The noise floor is a low percentile of recent frame energies, learned only from
-frames outside utterances or that webrtcvad calls unvoiced, so sustained speech
-does not raise it (it is split at `max_ms` instead) while steady noise does.
+Words with internal stops ("ap-ple", "pine-ap-ple", "or-ange"): in clean audio
+the gap stays far above the peak-relative threshold. In noise the weak parts
+are buried, so the gaps look longer but so does the word end come earlier: the
+hangover and the post-roll grow with how close the utterance's peak is to the
+noise (`noisy_hangover_ms`, `noisy_post_roll_ms`), a still-short utterance
+waits `short_hangover_ms`, and a weak fragment that starts within `tail_gap_ms`
+of the last utterance is taken for that word's buried tail and dropped.
+
+The noise level is the median of recent frames outside utterances (and of
+unvoiced quiet frames inside them), so speech does not raise it; a long
+"utterance" whose energy barely varies is steady noise (babble, a machine)
+and becomes the new level, while a talker who never pauses is split at
+`max_ms`, each piece starting where the last ended. Digital silence never goes
+into an utterance's pre- or post-roll.
 """
 
 from __future__ import annotations
