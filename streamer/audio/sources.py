@@ -189,7 +189,7 @@ class WavSource:
         self.rate = rate
         self.speed = float(speed)
         self.clock: Clock = clock or LoopClock()
-        self.chunk = max(1, int(round(chunk_ms * rate / 1000)))
+        self.chunk = max(1, round(chunk_ms * rate / 1000))
         self.max_lag = max_lag
         self.slid = 0.0  # seconds the schedule slid because the consumer was slow
         self.position = 0  # samples delivered
@@ -294,7 +294,7 @@ class MicSource:
         self.stream = stream
         self.rate = rate
         self.device = device
-        self.block = max(1, int(round(block_ms * rate / 1000)))
+        self.block = max(1, round(block_ms * rate / 1000))
         self.capacity = queue_blocks
         self._sd = sd
         self._buf: deque[tuple[int, np.ndarray]] = deque()
