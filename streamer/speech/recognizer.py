@@ -177,6 +177,7 @@ def _event(u: Utterance, rec: Recognition, error: str | None) -> WordEvent:
 def _worker_main(conn: Connection, factory: RecognizerFactory, inherited: list[int]) -> None:
     """A worker: load the bank once, then recognise utterances until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a forked copy of the parent's drain
     # forked: drop the parent's ends of sibling workers' pipes (they would keep a sibling
     # alive after the parent dies) and the event loop's signal wake-up descriptor
     for fd in inherited:
