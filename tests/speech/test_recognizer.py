@@ -149,3 +149,20 @@ def test_fake_recognizer_is_deterministic() -> None:
     x = np.full(1000, 0.1, np.float32)
     assert r.recognize(x) == r.recognize(x.copy())
     assert r.pid == os.getpid()
+
+
+async def test_paced_and_unpaced_replays_give_the_same_events() -> None:
+    from streamer.audio.sources import VirtualClock
+
+    pcm = _stream(5)
+    runs = []
+    for speed, chunk in ((0.0, 1000.0), (1.0, 20.0), (3.0, 7.0)):
+        clock = VirtualClock()
+        events: list[WordEvent] = []
+        async with RecognizerPool(fake_factory(), kind="inline") as pool:
+            src = WavSource(pcm, source_rate=8000, speed=speed, chunk_ms=chunk, clock=clock)
+            await run_stream(src, pool, lambda e, d, out=events: out.append(e))
+        runs.append(events)
+        if speed:
+            assert clock.t == pytest.approx(pcm.size / 8000 / speed, abs=0.01)
+    assert len(runs[0]) == 5 and runs[0] == runs[1] == runs[2]
