@@ -65,6 +65,27 @@ class Scores:
         m = t >= 0
         return float(np.mean(t[m] == b[m])) if m.any() else float("nan")
 
+    def label_accuracy(self) -> float:
+        """Share of in-vocabulary utterances whose published label is right (null counts wrong)."""
+        t, b, a = np.array(self.truth), np.array(self.best), np.array(self.accepted)
+        m = t >= 0
+        return float(np.mean((t[m] == b[m]) & a[m])) if m.any() else float("nan")
+
+    def calibration_error(self, bins: int = 10) -> float:
+        """Expected calibration error of `confidence` as P(label right), over all utterances."""
+        t, b = np.array(self.truth), np.array(self.best)
+        right = (t >= 0) & (t == b)
+        c = np.array(self.confidence)
+        if c.size == 0:
+            return float("nan")
+        idx = np.minimum((c * bins).astype(int), bins - 1)
+        err = 0.0
+        for k in range(bins):
+            m = idx == k
+            if m.any():
+                err += m.mean() * abs(c[m].mean() - right[m].mean())
+        return float(err)
+
     def false_reject(self) -> float:
         t, a = np.array(self.truth), np.array(self.accepted)
         m = t >= 0
