@@ -8,11 +8,11 @@ with the envelope ``v`` (schema version), ``seq`` (consecutive per topic frame,
 from 0) and ``ts`` (publish time, UNIX seconds), then the kind's own fields.
 
 The JSON Schemas below are the source of truth: ``docs/schemas/*.json`` are
-written from them (``python -m streamer.net.protocol docs/schemas``, and a test
-checks the files are current), and `validate` runs a compiled subset of the same
-schemas, fast enough for every message (the `jsonschema` package is a dev extra and
-takes ~90 us a message here; this takes ~6). Consumers must ignore fields they do
-not know: adding a field does not change `v`, renaming or removing one does.
+written from them (`write_schemas`; a test checks the files are current), and
+`validate` runs a compiled subset of the same schemas, fast enough for every
+message (the `jsonschema` package is a dev extra and takes ~90 us a message
+here; this takes ~6). Consumers must ignore fields they do not know: adding a
+field does not change `v`, renaming or removing one does.
 
 Outside producers send ticks in as ``[b"tick", {"symbol", "t", "price"}]``
 (`parse_tick`); late joiners ask for a snapshot with ``[b"snapshot", {"v",
@@ -724,8 +724,3 @@ __all__ = [
     "validate",
     "write_schemas",
 ]
-
-
-if __name__ == "__main__":  # python -m streamer.net.protocol docs/schemas
-    for p in write_schemas(sys.argv[1] if len(sys.argv) > 1 else "docs/schemas"):
-        print(p)

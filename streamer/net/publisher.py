@@ -291,10 +291,7 @@ class Publisher:
         try:
             body = P.encode_body(seq, self.clock(), payload)
         except (ValueError, TypeError) as e:
-            self.invalid += 1
-            if kind not in self._warned:
-                self._warned.add(kind)
-                log.warning("not published: a %s message that is not valid JSON (%s)", kind, e)
+            self._unencodable(kind, e)
             return False
         self._seq[t] = seq + 1
         if kind != P.HEARTBEAT:  # heartbeats are liveness, not state
@@ -304,6 +301,12 @@ class Publisher:
             return True
         self.dropped[kind] += 1
         return False
+
+    def _unencodable(self, kind: str, e: Exception) -> None:
+        self.invalid += 1
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning("not published: a %s message that is not valid JSON (%s)", kind, e)
 
     def publish(self, msg: Any, delay: float | None = None) -> bool:
         """Publish one message object (anything with `topic` and `to_wire()`, e.g. WordEvent)."""
@@ -330,11 +333,15 @@ class Publisher:
         last: dict[bytes, tuple[int, bytes]] = {}
         n = sent = 0
         for d in decodes:
-            n += 1
             t = topic_of(d.symbol)
             seq = seqs.get(t, 0)
+            try:
+                body = encode(d, seq, ts_text)
+            except (ValueError, TypeError) as e:  # NaN in `extra`, say: not JSON
+                self._unencodable(P.REGIME, e)
+                continue
+            n += 1
             seqs[t] = seq + 1
-            body = encode(d, seq, ts_text)
             last[t] = (seq, body)
             try:
                 send(t, _MORE_NB)

@@ -136,6 +136,7 @@ class Subscriber:
 
     def open(self) -> None:
         """Create, subscribe and connect the socket (joining happens on the first `recv`)."""
+        self._close_socket()
         if self._ctx is None:
             self._ctx = zmq.Context()
         sock = sync_socket(self._ctx, zmq.SUB)

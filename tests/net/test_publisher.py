@@ -1,0 +1,238 @@
+"""The publisher on real sockets: every message against its schema, seq, heartbeats, drops."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import math
+from typing import Any
+
+import pytest
+import zmq
+
+from streamer.errors import ConfigError
+from streamer.messages import RegimeDecode
+from streamer.net import protocol as P
+from streamer.net.publisher import Publisher, add_pub_arguments, publisher_from_args, publishing
+from streamer.net.subscriber import Subscriber
+
+from .conftest import recv_all, regime, sub_socket, validate_message, word
+
+
+async def test_every_message_follows_its_schema_and_seq_is_consecutive(
+    zctx: zmq.Context[Any], validators: dict[str, Any]
+) -> None:
+    async with Publisher("tcp://127.0.0.1:*", context=zctx, metrics_interval=0.2) as pub:
+        sock = sub_socket(zctx, pub.endpoint)
+        try:
+            await pub.wait_subscribers(0)
+            await asyncio.sleep(0.2)  # the raw SUB is not counted: give its subscription time
+            pub.status("running")
+            for i in range(5):
+                pub.publish(word(index=i, label=None if i == 3 else "apple"), delay=0.01)
+            pub.publish_many([regime("BTC-USD", 1.7e9 + i, smoothed=i % 2 == 0) for i in range(50)])
+            pub.publish_many([regime("ETH-USD", 1.7e9 + i) for i in range(7)])
+            pub.publish(regime("ETH-USD", 1.8e9))
+            pub(regime("SOL", 1.8e9))  # the emitter interface
+            got = await recv_all(sock, timeout=0.6)
+        finally:
+            sock.close()
+    kinds = {P.kind_of(t) for t, _ in got}
+    assert kinds == {"speech", "regime", "heartbeat", "status", "metrics"}
+    last: dict[str, int] = {}
+    for topic, body in got:
+        validate_message(validators, topic, body)
+        if topic in last:
+            assert body["seq"] == last[topic] + 1, topic
+        last[topic] = body["seq"]
+    assert last["regime.BTC-USD"] == 49 and last["regime.ETH-USD"] == 7 and last["speech"] == 4
+    assert {t for t, _ in got if t.startswith("regime")} == {
+        "regime.BTC-USD",
+        "regime.ETH-USD",
+        "regime.SOL",
+    }
+    assert pub.sent["regime"] == 59 and not pub.dropped
+
+
+async def test_topic_prefixes(zctx: zmq.Context[Any]) -> None:
+    async with Publisher("tcp://127.0.0.1:*", context=zctx, metrics_interval=0) as pub:
+        every = sub_socket(zctx, pub.endpoint, "regime")
+        btc = sub_socket(zctx, pub.endpoint, "regime.BTC")
+        try:
+            await asyncio.sleep(0.2)
+            pub.publish_many([regime("BTC"), regime("ETH"), regime("BTC")])
+            pub.publish(word())
+            a = await recv_all(every, 0.3)
+            b = await recv_all(btc, 0.3)
+        finally:
+            every.close()
+            btc.close()
+    assert [t for t, _ in a] == ["regime.BTC", "regime.ETH", "regime.BTC"]
+    assert [(t, m["seq"]) for t, m in b] == [("regime.BTC", 0), ("regime.BTC", 1)]
+
+
+async def test_heartbeat_at_least_once_a_second(zctx: zmq.Context[Any]) -> None:
+    async with Publisher("tcp://127.0.0.1:*", context=zctx, metrics_interval=0) as pub:
+        sock = sub_socket(zctx, pub.endpoint, "heartbeat")
+        try:
+            loop = asyncio.get_running_loop()
+            times = []
+            end = loop.time() + 2.2
+            while loop.time() < end:
+                try:
+                    _t, b = sock.recv_multipart(zmq.NOBLOCK)
+                    times.append(loop.time())
+                    body = P.loads(b)
+                    assert body["session"] == pub.session
+                except zmq.Again:
+                    await asyncio.sleep(0.01)
+        finally:
+            sock.close()
+    assert len(times) >= 4
+    assert max(b - a for a, b in itertools.pairwise(times)) < 1.0
+
+
+async def test_drops_are_counted_reported_and_seen_as_gaps(zctx: zmq.Context[Any]) -> None:
+    """A subscriber that does not read: sends fail at the mark at once, never block."""
+    pub = Publisher("inproc://drops", context=zctx, hwm=10, metrics_interval=0, snapshot=False)
+    async with pub:
+        sock = zctx.socket(zmq.SUB)
+        sock.rcvhwm = 10
+        sock.subscribe(b"")
+        sock.connect(pub.endpoint)
+        try:
+            await asyncio.sleep(0.1)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            sent = pub.publish_many([regime("X", 1.7e9 + i) for i in range(5000)])
+            assert loop.time() - t0 < 1.0  # it never waited
+            assert sent < 100 and pub.dropped["regime"] == 5000 - sent
+            assert pub.metrics()["dropped"]["regime"] == 5000 - sent
+            got = await recv_all(sock, 0.3)  # drains the queue
+            pub.publish_many([regime("X", 1.8e9)])
+            pub.publish_metrics()
+            got += await recv_all(sock, 0.3)
+        finally:
+            sock.close()
+    seqs = [b["seq"] for t, b in got if t == "regime.X"]
+    assert seqs[-1] == 5000 and seqs[-2] < 4999  # the subscriber sees the jump
+    metrics = [b for t, b in got if t == "metrics"][-1]
+    assert metrics["dropped"]["regime"] == 5000 - sent and metrics["policy"] == "nodrop"
+
+
+async def test_lossy_policy_does_not_fail_sends(zctx: zmq.Context[Any]) -> None:
+    pub = Publisher(
+        "inproc://lossy", context=zctx, hwm=10, lossy=True, snapshot=False, metrics_interval=0
+    )
+    async with pub:
+        sock = sub_socket(zctx, pub.endpoint)
+        try:
+            await asyncio.sleep(0.05)
+            assert pub.publish_many([regime("X", 1.7e9 + i) for i in range(1000)]) == 1000
+            assert not pub.dropped and pub.metrics()["policy"] == "lossy"
+        finally:
+            sock.close()
+
+
+async def test_counts_subscribers_and_waits_for_them(zctx: zmq.Context[Any]) -> None:
+    async with Publisher("tcp://127.0.0.1:*", context=zctx, metrics_interval=0) as pub:
+        with pytest.raises(TimeoutError):
+            await pub.wait_subscribers(1, timeout=0.2)
+        raw = sub_socket(zctx, pub.endpoint, "regime")  # no heartbeats: not counted
+        async with (
+            Subscriber(pub.endpoint, ["regime"], context=zctx),
+            Subscriber(pub.endpoint, ["speech"], context=zctx),
+        ):
+            await pub.wait_subscribers(2, timeout=3)
+            assert pub.subscribers == 2
+        raw.close()
+        for _ in range(100):
+            if pub.subscribers == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert pub.subscribers == 0
+
+
+async def test_snapshot_socket_refuses_a_bad_request(zctx: zmq.Context[Any]) -> None:
+    async with Publisher("tcp://127.0.0.1:*", context=zctx, metrics_interval=0) as pub:
+        d = zctx.socket(zmq.DEALER)
+        d.connect(pub.snapshot_endpoint)
+        try:
+            d.send_multipart([b"snapshot", b"{broken"])
+            assert await asyncio.wait_for(asyncio.to_thread(d.poll, 2000), 3)
+            frames = d.recv_multipart()
+        finally:
+            d.close()
+    assert frames[0] == b"error" and b"JSON" in frames[1]
+
+
+async def test_unencodable_messages_are_counted_not_raised(zctx: zmq.Context[Any]) -> None:
+    async with Publisher("tcp://127.0.0.1:*", context=zctx, metrics_interval=0) as pub:
+        bad = RegimeDecode("X", 1.0, 1.0, 0, "calm", (1.0,), False, extra={"oops": math.nan})
+        assert pub.publish(bad) is False
+        assert pub.publish_many([regime("X"), bad, regime("X")]) == 2
+        assert pub.publish_body("metrics", {"x": math.nan}) is False
+        assert pub.invalid == 3 and pub._seq[b"regime.X"] == 2  # no seq spent on them
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ConfigError, match="expected tcp"):
+        Publisher("http://x")
+    with pytest.raises(ConfigError, match="heartbeat"):
+        Publisher(heartbeat=2.0)
+    with pytest.raises(ConfigError, match="snapshot"):
+        Publisher("inproc://x", snapshot="udp://y")
+
+
+async def test_bind_conflict_is_one_clear_error(zctx: zmq.Context[Any]) -> None:
+    async with Publisher("tcp://127.0.0.1:*", context=zctx, metrics_interval=0) as pub:
+        with pytest.raises(ConfigError, match="cannot bind"):
+            async with Publisher(pub.endpoint, context=zctx, snapshot=False):
+                pass
+
+
+async def test_publishing_flags_and_context_manager(zctx: zmq.Context[Any]) -> None:
+    p = argparse.ArgumentParser()
+    add_pub_arguments(p)
+    add_pub_arguments(p)  # idempotent: serve builds on replay's flags
+    args = p.parse_args(
+        [
+            "--pub",
+            "tcp://127.0.0.1:*",
+            "--hwm",
+            "50",
+            "--lossy",
+            "--heartbeat",
+            "0.2",
+            "--wait-subscribers",
+            "1",
+            "--wait-timeout",
+            "5",
+        ]
+    )
+    pub = publisher_from_args(args, context=zctx)
+    assert (pub.hwm, pub.policy, pub.heartbeat_interval) == (50, "lossy", 0.2)
+    assert pub.snapshot_endpoint == "tcp://127.0.0.1:*"
+
+    args.pub = "inproc://publishing"
+    got: list[Any] = []
+
+    async def listen() -> None:
+        async with Subscriber("inproc://publishing", ["regime", "status"], context=zctx) as s:
+            async for m in s:
+                got.append(m)
+                if m.kind == "status" and m.body["state"] == "stopped":
+                    return
+
+    task = asyncio.create_task(listen())
+    await asyncio.sleep(0.05)
+    async with publishing(args, context=zctx, sources=["test"]) as pub:
+        pub(regime())  # nothing is lost: the subscriber was awaited
+    await asyncio.wait_for(task, 5)
+    states = [m.body["state"] for m in got if m.kind == "status"]
+    assert states[-2:] == ["running", "stopped"] and "regime.BTC-USD" in {m.topic for m in got}
+    args.wait_timeout = 0.1
+    with pytest.raises(ConfigError, match="subscribed within"):
+        async with publishing(args, context=zctx):
+            pass
