@@ -380,6 +380,7 @@ class TickFeed:
                 await asyncio.sleep(0)  # busy: let heartbeats and snapshots run
                 continue
             await waiter.wait(None)  # `stop()` pokes it
+        waiter.unpoke()
         deadline = time.monotonic() + drain_timeout
         while time.monotonic() < deadline:
             if self._drain():

@@ -99,31 +99,46 @@ class SocketWaiter:
         self._fd = sock.getsockopt(zmq.FD)
         self._loop.add_reader(self._fd, self._event.set)
         self._closed = False
+        self._poked = False
 
     def ready(self) -> bool:
         """True if a receive would succeed now (reading EVENTS also re-arms the descriptor)."""
         return bool(self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
 
     async def wait(self, timeout: float | None) -> bool:
-        """Wait for input, a `poke`, or `timeout` seconds; True if a receive would succeed now.
+        """Wait for input (True), or for `timeout` seconds or a `poke` (False).
 
-        It may return False early (after a poke, or a wake-up for output): callers loop.
+        The descriptor also wakes us for things that are not input (a peer
+        connecting, room to send): those are looked at and waited through.
         """
         if self.ready():
             return True
-        self._event.clear()
-        if self.ready():
-            return True
-        if timeout is None:
-            await self._event.wait()
-        elif timeout > 0:
+        loop = self._loop
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            self._event.clear()
+            if self.ready():
+                return True
+            if self._poked:
+                self._poked = False
+                return False
+            if deadline is None:
+                await self._event.wait()
+                continue
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(left):
                     await self._event.wait()
-        return self.ready()
+
+    def unpoke(self) -> None:
+        """Forget a poke nobody waited for."""
+        self._poked = False
 
     def poke(self) -> None:
-        """Wake a waiter so it re-checks EVENTS (after this thread used the socket)."""
+        """Make a waiter return (False unless input is there too): stop requests and the like."""
+        self._poked = True
         self._event.set()
 
     def close(self) -> None:
