@@ -25,7 +25,9 @@ class Progress:
         frac = min(1.0, self.done / self.total)
         bar = "#" * int(frac * 30)
         el = time.monotonic() - self.t0
-        self.stream.write(f"\r{self.label} [{bar:<30}] {self.done}/{self.total} {el:5.1f}s {note:<20.20}")
+        self.stream.write(
+            f"\r{self.label} [{bar:<30}] {self.done}/{self.total} {el:5.1f}s {note:<20.20}"
+        )
         self.stream.flush()
 
     def __enter__(self) -> Progress:

@@ -18,8 +18,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_public_api_is_pinned() -> None:
     assert sorted(streamer.__all__) == sorted(
         [
-            "AudioError", "BankError", "ConfigError", "DataError", "DeviceError",
-            "ProtocolError", "StreamerError", "TickError", "__version__",
+            "AudioError",
+            "BankError",
+            "ConfigError",
+            "DataError",
+            "DeviceError",
+            "ProtocolError",
+            "StreamerError",
+            "TickError",
+            "__version__",
         ]
     )
 
@@ -45,9 +52,20 @@ def test_shipped_bank_is_found_and_loads() -> None:
 def test_wheel_carries_the_shipped_bank(tmp_path: Path) -> None:
     """A plain `pip install .` must find models/ too: the wheel holds streamer/models/."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
     )
     (wheel,) = tmp_path.glob("streamer-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

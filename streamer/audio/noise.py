@@ -19,9 +19,32 @@ KINDS = ("white", "pink", "brown", "ssn", "ssn-mod", "babble", "hum", "factory")
 TRAINING_KINDS = ("white", "pink", "brown", "ssn")
 
 _BABBLE_WORDS = (
-    "table", "window", "seven", "morning", "river", "yellow", "garden", "paper", "doctor",
-    "music", "kitchen", "summer", "happy", "number", "letter", "mountain", "city", "water",
-    "coffee", "picture", "station", "forest", "silver", "question", "minute", "travel",
+    "table",
+    "window",
+    "seven",
+    "morning",
+    "river",
+    "yellow",
+    "garden",
+    "paper",
+    "doctor",
+    "music",
+    "kitchen",
+    "summer",
+    "happy",
+    "number",
+    "letter",
+    "mountain",
+    "city",
+    "water",
+    "coffee",
+    "picture",
+    "station",
+    "forest",
+    "silver",
+    "question",
+    "minute",
+    "travel",
 )
 
 

@@ -84,9 +84,7 @@ class _Engine:
                 self._seed(0)  # breathy voices add noise: same seed, same audio
             self._chunks = []
             buf = text.encode("utf-8") + b"\0"
-            self.lib.espeak_Synth(
-                buf, len(buf), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
-            )
+            self.lib.espeak_Synth(buf, len(buf), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
             self.lib.espeak_Synchronize()
             chunks, self._chunks = self._chunks, []
         if not chunks:
@@ -113,7 +111,9 @@ def synthesize(text: str, voice: Voice = Voice(), rate: int = CANONICAL_RATE) ->
     return trim_silence(x, rate)
 
 
-def trim_silence(x: np.ndarray, rate: int, keep_s: float = 0.03, floor_db: float = -40) -> np.ndarray:
+def trim_silence(
+    x: np.ndarray, rate: int, keep_s: float = 0.03, floor_db: float = -40
+) -> np.ndarray:
     """Cut leading and trailing near-silence (relative to the peak), keeping a short margin."""
     if x.size == 0:
         return x

@@ -44,7 +44,8 @@ def _check_riff(path: Path, raw: bytes) -> None:
             have = len(raw) - body
             if size > have and size != 0xFFFFFFFF:
                 raise AudioError(
-                    f"{path}: truncated WAV (header promises {size} bytes of audio, file has {have})"
+                    f"{path}: truncated WAV "
+                    f"(header promises {size} bytes of audio, file has {have})"
                 )
             return
         pos = body + size + (size & 1)

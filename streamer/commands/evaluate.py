@@ -30,8 +30,11 @@ def run(args: argparse.Namespace) -> int:
     with Progress(args.folds + 1, "evaluating") as bar:
         res = evaluate(args.data_dir, args.folds, cfg, progress=bar.advance)
     clean = res["clean"]
-    plot_confusion(clean, args.out, f"{Path(args.data_dir).name}: {args.folds}-fold accuracy "
-                   f"{clean.accuracy():.1%}")
+    plot_confusion(
+        clean,
+        args.out,
+        f"{Path(args.data_dir).name}: {args.folds}-fold accuracy {clean.accuracy():.1%}",
+    )
     figures = {
         "folds": args.folds,
         "n": clean.n,
@@ -61,10 +64,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"  in-vocabulary (held-out folds) false-reject: {clean.false_reject():.1%}")
     if "voices" in res:
         v = res["voices"]
-        print(f"  unseen synthetic voices: accuracy {v.accuracy():.1%}, "
-              f"false-reject {v.false_reject():.1%} ({v.n} utterances)")
+        print(
+            f"  unseen synthetic voices: accuracy {v.accuracy():.1%}, "
+            f"false-reject {v.false_reject():.1%} ({v.n} utterances)"
+        )
     if "oov" in res:
-        print(f"  out-of-vocabulary words: true-reject {res['oov'].true_reject():.1%} "
-              f"({res['oov'].n} utterances)")
+        print(
+            f"  out-of-vocabulary words: true-reject {res['oov'].true_reject():.1%} "
+            f"({res['oov'].n} utterances)"
+        )
     print(f"confusion matrix saved to {args.out}", file=sys.stderr)
     return 0

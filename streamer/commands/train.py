@@ -25,7 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restarts", type=int, default=h.n_restarts, help="random restarts per word")
     p.add_argument("--iter", type=int, default=h.n_iter, help="EM iterations per restart")
     p.add_argument(
-        "--synth-voices", type=int, default=d.synth_voices,
+        "--synth-voices",
+        type=int,
+        default=d.synth_voices,
         help="synthetic voices that also speak each word (0: real recordings only)",
     )
     p.add_argument("--no-noise", action="store_true", help="no noise augmentation")
@@ -36,11 +38,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     hmm = HmmConfig(
-        n_states=args.states, topology=args.topology, covariance_type=args.covariance,
-        n_mix=args.mix, n_restarts=args.restarts, n_iter=args.iter, seed=args.seed,
+        n_states=args.states,
+        topology=args.topology,
+        covariance_type=args.covariance,
+        n_mix=args.mix,
+        n_restarts=args.restarts,
+        n_iter=args.iter,
+        seed=args.seed,
     )
-    cfg = replace(TrainConfig(), hmm=hmm, synth_voices=args.synth_voices, seed=args.seed,
-                  calibrate=not args.no_calibrate, jobs=args.jobs)
+    cfg = replace(
+        TrainConfig(),
+        hmm=hmm,
+        synth_voices=args.synth_voices,
+        seed=args.seed,
+        calibrate=not args.no_calibrate,
+        jobs=args.jobs,
+    )
     if args.no_noise:
         cfg = replace(cfg, noise_kinds=())
     return cfg

@@ -194,7 +194,7 @@ class WordBank:
         x = np.ascontiguousarray(x, dtype=np.float64)
         frame = self._emitter(x) if self._emitter is not None else None
         out = np.empty(len(self.models))
-        for i, m in enumerate(self.models):
+        for i in range(len(self.models)):
             fb = self._fallback[i]
             if fb is not None:
                 out[i] = fb.score(x)
@@ -252,7 +252,9 @@ class WordBank:
             best=best,
         )
 
-    def recognize(self, samples: np.ndarray, where: str = "utterance", nbest: int = 5) -> Recognition:
+    def recognize(
+        self, samples: np.ndarray, where: str = "utterance", nbest: int = 5
+    ) -> Recognition:
         """Canonical audio at `sample_rate` to a Recognition. Raises AudioError if unusable."""
         x = mfcc(samples, self.features, where=where)
         return self.recognize_features(
@@ -419,14 +421,23 @@ def _left_right(n: int, mean_stay: float, skip: bool) -> tuple[np.ndarray, np.nd
         if i == n - 1:
             trans[i, i] = 1.0
         elif skip and i < n - 2:
-            trans[i, i], trans[i, i + 1], trans[i, i + 2] = stay, (1 - stay) * 0.85, (1 - stay) * 0.15
+            trans[i, i], trans[i, i + 1], trans[i, i + 2] = (
+                stay,
+                (1 - stay) * 0.85,
+                (1 - stay) * 0.15,
+            )
         else:
             trans[i, i], trans[i, i + 1] = stay, 1 - stay
     return start, trans
 
 
 def _segment_init(
-    seqs: list[np.ndarray], n: int, n_mix: int, rng: np.random.Generator, jitter: bool, min_covar: float
+    seqs: list[np.ndarray],
+    n: int,
+    n_mix: int,
+    rng: np.random.Generator,
+    jitter: bool,
+    min_covar: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat start: cut each example into n stretches (randomly for restarts), pool per state."""
     d = seqs[0].shape[1]
@@ -494,17 +505,24 @@ def fit_word(seqs: list[np.ndarray], cfg: HmmConfig, seed: int) -> tuple[WordMod
 
 def _new_hmm(cfg: HmmConfig, n: int, seed: int) -> hmm.BaseHMM:
     common = dict(
-        n_iter=cfg.n_iter, tol=cfg.tol, random_state=seed, params="stmcw" if cfg.n_mix > 1 else "stmc"
+        n_iter=cfg.n_iter,
+        tol=cfg.tol,
+        random_state=seed,
+        params="stmcw" if cfg.n_mix > 1 else "stmc",
     )
     if cfg.n_mix == 1:
-        return hmm.GaussianHMM(n, covariance_type=cfg.covariance_type, min_covar=cfg.min_covar, **common)
-    return hmm.GMMHMM(n, cfg.n_mix, covariance_type=cfg.covariance_type, min_covar=cfg.min_covar, **common)
+        return hmm.GaussianHMM(
+            n, covariance_type=cfg.covariance_type, min_covar=cfg.min_covar, **common
+        )
+    return hmm.GMMHMM(
+        n, cfg.n_mix, covariance_type=cfg.covariance_type, min_covar=cfg.min_covar, **common
+    )
 
 
 def _set_emissions(
     model: hmm.BaseHMM, cfg: HmmConfig, means: np.ndarray, var: np.ndarray, weights: np.ndarray
 ) -> None:
-    n, m, d = means.shape
+    d = means.shape[2]
     model.n_features = d
     if cfg.n_mix == 1:
         model.means_ = means[:, 0]

@@ -26,8 +26,22 @@ log = logging.getLogger(__name__)
 # Out-of-vocabulary test words: disjoint from the words used to calibrate rejection,
 # and deliberately close to the fruit vocabulary (other produce), so harder.
 TEST_OOV_WORDS = (
-    "grape", "melon", "cherry", "mango", "lemon", "plum", "carrot", "potato", "tomato",
-    "onion", "garlic", "pepper", "walnut", "olive", "papaya", "apricot",
+    "grape",
+    "melon",
+    "cherry",
+    "mango",
+    "lemon",
+    "plum",
+    "carrot",
+    "potato",
+    "tomato",
+    "onion",
+    "garlic",
+    "pepper",
+    "walnut",
+    "olive",
+    "papaya",
+    "apricot",
 )
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -144,13 +158,14 @@ def folds_of(data: Dataset, k: int, seed: int) -> list[tuple[Dataset, Dataset]]:
 def evaluate(
     data: str | Path | Dataset,
     folds: int = 5,
-    cfg: TrainConfig = TrainConfig(),
+    cfg: TrainConfig | None = None,
     conditions: dict[str, Transform] | None = None,
     voices: Sequence = HELDOUT_VOICES,
     oov_words: Sequence[str] = TEST_OOV_WORDS,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Scores]:
     """k-fold scores per condition ("clean" always; "voices" and "oov" when given)."""
+    cfg = cfg or TrainConfig()
     rate = cfg.features.sample_rate
     if isinstance(data, (str, Path)):
         data = load_dataset(list_dataset(data), rate)
@@ -204,8 +219,14 @@ def plot_confusion(scores: Scores, path: str | Path, title: str = "") -> None:
     for i in range(c.shape[0]):
         for j in range(c.shape[1]):
             if c[i, j]:
-                ax.text(j, i, str(c[i, j]), ha="center", va="center",
-                        color="white" if c[i, j] > c.max() / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(c[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if c[i, j] > c.max() / 2 else "black",
+                )
     ax.set_title(title or f"accuracy {scores.accuracy():.1%} (n={scores.n})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

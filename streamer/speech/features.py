@@ -74,7 +74,9 @@ def _deltas(feat: np.ndarray, n: int) -> np.ndarray:
 def mfcc(x: np.ndarray, cfg: FeatureConfig = FeatureConfig(), where: str = "audio") -> np.ndarray:
     """Canonical audio at cfg.sample_rate to a (frames, cfg.dim) float64 feature matrix."""
     x = np.asarray(x, dtype=np.float64)
-    n_frames = 1 + int(max(0, x.size - cfg.winlen * cfg.sample_rate) // (cfg.winstep * cfg.sample_rate))
+    n_frames = 1 + int(
+        max(0, x.size - cfg.winlen * cfg.sample_rate) // (cfg.winstep * cfg.sample_rate)
+    )
     if x.size < cfg.winlen * cfg.sample_rate or n_frames < cfg.min_frames:
         raise AudioError(
             f"{where}: utterance too short ({x.size / cfg.sample_rate * 1000:.0f} ms; "

@@ -41,11 +41,46 @@ log = logging.getLogger(__name__)
 # the fruit words the shipped bank knows is here, so rejection tests on held-out
 # fruit words are honest; any word that is in a bank's vocabulary is dropped.
 OOV_WORDS = (
-    "table", "window", "seven", "river", "yellow", "garden", "paper", "doctor", "music",
-    "kitchen", "summer", "number", "letter", "mountain", "water", "coffee", "picture",
-    "station", "forest", "silver", "question", "minute", "travel", "button", "pencil",
-    "monkey", "rocket", "tiger", "bottle", "candle", "purple", "hello", "yes", "no",
-    "stop", "go", "left", "right", "chair", "phone",
+    "table",
+    "window",
+    "seven",
+    "river",
+    "yellow",
+    "garden",
+    "paper",
+    "doctor",
+    "music",
+    "kitchen",
+    "summer",
+    "number",
+    "letter",
+    "mountain",
+    "water",
+    "coffee",
+    "picture",
+    "station",
+    "forest",
+    "silver",
+    "question",
+    "minute",
+    "travel",
+    "button",
+    "pencil",
+    "monkey",
+    "rocket",
+    "tiger",
+    "bottle",
+    "candle",
+    "purple",
+    "hello",
+    "yes",
+    "no",
+    "stop",
+    "go",
+    "left",
+    "right",
+    "chair",
+    "phone",
 )
 
 
@@ -118,7 +153,7 @@ def load_dataset(
 
 def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:
     """Play `factor` times faster (pitch and formants shift too, like another speaker)."""
-    up, down = 100, int(round(100 * factor))
+    up, down = 100, round(100 * factor)
     return resample_poly(x, up, down).astype(np.float32)
 
 
@@ -183,7 +218,10 @@ def _fit_models(
         # forkserver, not fork: a forked child can inherit a lock held by another thread
         # (BLAS, logging, the synthesiser) and hang
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("forkserver")) as pool:
-            futures = [pool.submit(fit_word, s, cfg.hmm, seed) for s, seed in zip(all_seqs, seeds)]
+            futures = [
+                pool.submit(fit_word, s, cfg.hmm, seed)
+                for s, seed in zip(all_seqs, seeds, strict=True)
+            ]
             for label, fut in zip(examples, futures, strict=True):
                 models.append(fut.result()[0])
                 if progress:
@@ -224,7 +262,9 @@ def _calibration_set(
         if cfg.noise_kinds:
             for _ in range(2):
                 kind = str(rng.choice(cfg.noise_kinds))
-                v.append(add_noise(x, float(rng.uniform(*cfg.snr_range)), kind, rng, rate, noise[kind]))
+                v.append(
+                    add_noise(x, float(rng.uniform(*cfg.snr_range)), kind, rng, rate, noise[kind])
+                )
         return v
 
     for i, label in enumerate(labels):
@@ -273,7 +313,7 @@ def _fit_calibration(
     conf = lr.predict_proba(X)[:, 1]
     threshold = float(np.quantile(conf[inv], target_fr))
     stats = {
-        "calibration_items": int(len(yv)),
+        "calibration_items": len(yv),
         "in_vocab_false_reject": float(np.mean(conf[inv] < threshold)),
         "oov_true_reject": float(np.mean(conf[~inv] < threshold)) if (~inv).any() else None,
         "in_vocab_accuracy": float(np.mean(yv[inv])),
@@ -283,12 +323,13 @@ def _fit_calibration(
 
 def train_bank(
     data: str | Path | Dataset,
-    cfg: TrainConfig = TrainConfig(),
+    cfg: TrainConfig | None = None,
     on_error: Reporter | None = None,
     progress: Reporter | None = None,
 ) -> WordBank:
     """Train a calibrated bank from LABEL/*.wav under a folder (or an in-memory dataset)."""
     t0 = time.monotonic()
+    cfg = cfg or TrainConfig()
     rate = cfg.features.sample_rate
     source = "memory"
     if isinstance(data, (str, Path)):
@@ -302,11 +343,11 @@ def train_bank(
     coef, intercept, threshold, stats = np.array([1.0, 1.0, 0.0, 0.0, 0.0]), 0.0, 0.0, {}
     if cfg.calibrate:
         real_tr, real_ho, syn_tr, syn_ho = {}, {}, {}, {}
-        n_voice_ho = int(round(len(voices) * cfg.calib_fraction))
+        n_voice_ho = round(len(voices) * cfg.calib_fraction)
         for label in labels:
             xs = data[label]
             idx = rng.permutation(len(xs))
-            k = max(1, int(round(len(xs) * cfg.calib_fraction))) if len(xs) >= 3 else 0
+            k = max(1, round(len(xs) * cfg.calib_fraction)) if len(xs) >= 3 else 0
             real_ho[label] = [xs[i] for i in idx[:k]]
             real_tr[label] = [xs[i] for i in idx[k:]]
             s = synth.get(label, [])
@@ -314,7 +355,11 @@ def train_bank(
             syn_tr[label] = s[: len(s) - n_voice_ho]
         models, ubm, dm, ds = _build(real_tr, syn_tr, cfg, rng, None)
         stage1 = WordBank(
-            labels, models, ubm, cfg.features, cfg.hmm,
+            labels,
+            models,
+            ubm,
+            cfg.features,
+            cfg.hmm,
             Calibration(dur_mean=dm, dur_std=ds),
         )
         xs, ys = _calibration_set(real_ho, syn_ho, labels, cfg, rng)

@@ -31,8 +31,20 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def bank(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bank") / "words.npz"
-    rc = main(["train", str(data), "--out", str(out), "--synth-voices", "2", "--restarts", "1",
-               "--iter", "8"])
+    rc = main(
+        [
+            "train",
+            str(data),
+            "--out",
+            str(out),
+            "--synth-voices",
+            "2",
+            "--restarts",
+            "1",
+            "--iter",
+            "8",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -125,8 +137,21 @@ def test_train_skips_a_bad_file_and_says_so(
     root = tmp_path / "d"
     shutil.copytree(data, root)
     (root / "seven" / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
-    rc = main(["train", str(root), "--out", str(tmp_path / "b.npz"), "--synth-voices", "0",
-               "--restarts", "1", "--iter", "3", "--no-calibrate"])
+    rc = main(
+        [
+            "train",
+            str(root),
+            "--out",
+            str(tmp_path / "b.npz"),
+            "--synth-voices",
+            "0",
+            "--restarts",
+            "1",
+            "--iter",
+            "3",
+            "--no-calibrate",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert "broken.wav" in err and (tmp_path / "b.npz").exists()
@@ -136,8 +161,23 @@ def test_evaluate_prints_figures_and_png(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     png = tmp_path / "cm.png"
-    rc = main(["evaluate", str(data), "--folds", "3", "--out", str(png), "--synth-voices", "0",
-               "--restarts", "1", "--iter", "5", "--json"])
+    rc = main(
+        [
+            "evaluate",
+            str(data),
+            "--folds",
+            "3",
+            "--out",
+            str(png),
+            "--synth-voices",
+            "0",
+            "--restarts",
+            "1",
+            "--iter",
+            "5",
+            "--json",
+        ]
+    )
     assert rc == 0
     fig = json.loads(capsys.readouterr().out)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -67,15 +67,21 @@ def test_shipped_bank_keeps_noisy_clipped_and_new_voices(
 
 def test_shipped_bank_rejects_other_words(shipped: WordBank) -> None:
     words = ["table", "window", "grape", "melon", "seven", "carrot", "music", "yellow"]
-    rejected = sum(shipped.recognize(synthesize(w, v)).label is None
-                   for w in words for v in HELDOUT_VOICES[:2])
+    rejected = sum(
+        shipped.recognize(synthesize(w, v)).label is None for w in words for v in HELDOUT_VOICES[:2]
+    )
     assert rejected / (2 * len(words)) >= 0.6
 
 
 def test_cross_validation_beats_the_baseline(recordings: dict[str, list[np.ndarray]]) -> None:
     """A light version of the recipe (fewer voices and restarts) still cross-validates well."""
-    cfg = replace(TrainConfig(), synth_voices=3, noisy_copies=1, jobs=2,
-                  hmm=HmmConfig(n_restarts=1, n_iter=10))
+    cfg = replace(
+        TrainConfig(),
+        synth_voices=3,
+        noisy_copies=1,
+        jobs=2,
+        hmm=HmmConfig(n_restarts=1, n_iter=10),
+    )
     res = evaluate(recordings, folds=3, cfg=cfg, voices=(), oov_words=())
     assert res["clean"].n == 105
     assert res["clean"].accuracy() >= 0.97

@@ -12,7 +12,6 @@ from streamer.audio.noise import KINDS, TRAINING_KINDS, add_noise, make_noise, s
 from streamer.audio.synth import HELDOUT_VOICES, TRAIN_VOICES, Voice, synthesize
 from streamer.errors import ConfigError
 
-
 _HASH = """
 import hashlib
 from streamer.audio.synth import TRAIN_VOICES, synthesize

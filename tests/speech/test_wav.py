@@ -69,7 +69,7 @@ def test_write_then_read_round_trip(tmp_path: Path) -> None:
 
 def test_empty_file(tmp_path: Path) -> None:
     (tmp_path / "e.wav").write_bytes(b"")
-    with pytest.raises(AudioError, match="e.wav: empty file"):
+    with pytest.raises(AudioError, match=r"e\.wav: empty file"):
         load_audio(tmp_path / "e.wav")
 
 
@@ -111,7 +111,14 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
 
 def test_riff_without_data_chunk(tmp_path: Path) -> None:
     fmt = struct.pack("<HHIIHH", 1, 1, 8000, 16000, 2, 16)
-    raw = b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+    raw = (
+        b"RIFF"
+        + struct.pack("<I", 4 + 8 + len(fmt))
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + fmt
+    )
     (tmp_path / "nodata.wav").write_bytes(raw)
     with pytest.raises(AudioError, match="no data chunk"):
         load_audio(tmp_path / "nodata.wav")
