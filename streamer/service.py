@@ -412,8 +412,8 @@ class Service:
                 await self._serve(tasks)
                 pub.status("draining")
                 await self._drain(tasks)
-                pub.status("stopped")
                 pub.publish_metrics()
+                pub.status("stopped")  # last: a client that sees it has everything
         finally:
             for t in tasks:
                 if not t.done():

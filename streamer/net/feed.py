@@ -107,20 +107,23 @@ class TickDecoder:
         bad = P.BadTick
         max_bytes = self.max_bytes
         allowed = self.symbols
+        new = 0  # symbols first seen in this batch
         for body in bodies:
             try:
                 symbol, t, price = parse(body, max_bytes)
             except bad as e:
-                self.reject(e.kind, str(e))
+                self.reject(e.kind, e.detail)
                 continue
             g = groups.get(symbol)
             if g is None:
                 if allowed is not None and symbol not in allowed:
                     self.reject("unknown_symbol", f"symbol {symbol!r}")
                     continue
-                if symbol not in self.trackers and len(self.trackers) >= self.max_symbols:
-                    self.reject("too_many_symbols", f"{symbol!r} beyond {self.max_symbols}")
-                    continue
+                if symbol not in self.trackers:
+                    if len(self.trackers) + new >= self.max_symbols:
+                        self.reject("too_many_symbols", f"{symbol!r} beyond {self.max_symbols}")
+                        continue
+                    new += 1
                 g = groups[symbol] = ([], [])
             g[0].append(t)
             g[1].append(price)
@@ -362,7 +365,7 @@ class TickFeed:
                 self.emit(out)
         return n
 
-    async def run(self, *, drain_quiet: float = 0.05, drain_timeout: float = 5.0) -> dict:
+    async def run(self, *, drain_quiet: float = 0.1, drain_timeout: float = 5.0) -> dict:
         """Take ticks in until `stop()`; then drain, wait for first fits (bounded); the stats.
 
         After the stop it keeps reading until the socket has been quiet for

@@ -575,6 +575,7 @@ class BadTick(ValueError):
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
+        self.detail = detail
 
 
 def parse_tick(body: bytes, max_bytes: int = MAX_TICK_BYTES) -> tuple[str, float, float]:

@@ -653,7 +653,7 @@ async def publishing(
 ) -> AsyncIterator[Publisher]:
     """The publisher as an emitter for a command: bound, subscribers awaited, status kept.
 
-    On the way out it publishes the final metrics and ``stopped``, then closes
+    On the way out it publishes the final metrics, then ``stopped``, then closes
     with a bounded linger so those (and everything before them) reach subscribers.
     """
     pub = publisher_from_args(args, default=default, context=context)
@@ -666,8 +666,8 @@ async def publishing(
             yield pub
         finally:
             if pub._sock is not None:
-                pub.status("stopped")
                 pub.publish_metrics()
+                pub.status("stopped")  # last: a client that sees it has everything
 
 
 __all__ = [

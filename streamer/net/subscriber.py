@@ -123,6 +123,8 @@ class Subscriber:
         self._last_rx = 0.0
         self._warned: set[str] = set()
         self._outage = False
+        self._heard = False
+        self._before: dict[str, int] = {}  # expectations before a reconnect
         self._closed = False
 
     # -- life cycle -----------------------------------------------------------------------------
@@ -156,6 +158,7 @@ class Subscriber:
         self._sock = sock
         self._waiter = SocketWaiter(sock)
         self._need_join = True
+        self._heard = False
         self._expect.clear()
         self._floor.clear()
         self._last_rx = time.monotonic()
@@ -219,16 +222,31 @@ class Subscriber:
             handle(frames)
         if n:
             self._last_rx = time.monotonic()
+            self._heard = True
         return n
 
     def _gone(self) -> None:
+        """Silence for the heartbeat timeout: raise, wait on, or reconnect.
+
+        Before the first message on this socket there is nothing to repair: ZeroMQ
+        keeps dialling by itself, so the client just goes on waiting (a new socket
+        here could throw away the first messages of a publisher that is just
+        starting). After that, silence means the publisher (or the path to it) is
+        gone: a new socket and a new snapshot.
+        """
         text = f"no message from {self.endpoint} for {self.heartbeat_timeout:g} s"
         if not self.reconnect:
             raise PublisherGone(f"{text}: publisher gone")
+        self._last_rx = time.monotonic()
+        if not self._heard:
+            if not self._outage:
+                log.warning("%s: still waiting for the publisher", text)
+            self._outage = True
+            return
         self.stats.reconnects += 1
         (log.info if self._outage else log.warning)("%s: reconnecting", text)
         self._outage = True
-        self._close_socket()
+        self._before = dict(self._expect)  # to count what the new snapshot skips
         self.open()
 
     def _invalid(self, kind: str, why: str) -> None:
@@ -345,11 +363,13 @@ class Subscriber:
             if await waiter.wait(left):
                 self._drain(hold)
             elif time.monotonic() - self._last_rx >= self.heartbeat_timeout:
-                self._gone()  # raises, or reopens (pending is stale then)
-                self._need_join = False
-                waiter = self._waiter
-                assert waiter is not None
-                pending.clear()
+                reopened = self._heard
+                self._gone()  # raises, keeps waiting, or reopens (pending is stale then)
+                if reopened:
+                    self._need_join = False
+                    waiter = self._waiter
+                    assert waiter is not None
+                    pending.clear()
         where = self.snapshot if isinstance(self.snapshot, str) else None
         if where is None and isinstance(heartbeat, dict) and heartbeat.get("snapshot"):
             where = reachable(str(heartbeat["snapshot"]), self.endpoint)
@@ -386,10 +406,20 @@ class Subscriber:
             self._invalid("snapshot", str(e))
             return
         self.stats.snapshots += 1
+        same = meta.get("session") == self.session
         self.session = meta.get("session", self.session)
         for topic, n in meta["seq"].items():
             self._floor[topic] = n
             self._expect[topic] = n + 1
+            prev = self._before.get(topic)
+            if same and prev is not None and n >= prev and P.matches(topic, self.topics):
+                # published while we were away: the snapshot has at most the latest per key
+                shown = sum(1 for m in items if m.topic == topic and m.seq >= prev)
+                lost = n - prev + 1 - shown
+                if lost > 0:
+                    self.stats.missed += lost
+                    self.stats.gaps += 1
+        self._before = {}
         for m in items:
             if m.kind == P.HEARTBEAT and not self.heartbeats_wanted:
                 continue

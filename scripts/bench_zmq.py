@@ -1,0 +1,401 @@
+"""Benchmark: raw pyzmq PUB->SUB against the service's tick path end to end, on loopback.
+
+    .venv/bin/python scripts/bench_zmq.py [--duration 60] [--quick]
+
+Side by side in one run:
+
+1. **Raw ceiling.** One process publishes regime-like JSON messages as fast as it
+   can to a SUB in another process: with `json.dumps` per message and
+   `json.loads` on receipt, and pre-encoded (no JSON work at all).
+2. **The service**, a real `streamer serve --tick-feed IN --pub OUT` subprocess:
+   this process produces ticks over ZeroMQ, the service decodes them and
+   publishes regimes, a subscriber in a third process receives them.
+   - *flat out*: ticks as fast as the service takes them (the producer blocks
+     when the feed's queue is full), messages per second at the subscriber;
+   - *latency*: 10k ticks/s, tick-in (producer's send time, the tick's ``t``) to
+     regime-out (subscriber's receipt) p50 / p99;
+   - *sustained*: 50k ticks/s for ``--duration`` seconds; losses counted exactly
+     (every tick after the warm-up gives one regime message; `seq` gaps too).
+
+Each phase uses its own symbol, so the service warms each one up (fit on the
+first ``--warmup`` ticks) before the measured ticks start. Refits are off
+(``--refit-every 0``): a refit costs a fit every N ticks, which at 50k ticks/s
+is a workload of its own, not a property of the transport.
+Targets (issue 5): flat-out rate >= 0.7 x raw JSON; zero loss at 50k/s; p99 <= 2 ms at 10k/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+ROOT = Path(__file__).resolve().parent.parent
+BODY = {
+    "v": 1,
+    "seq": 0,
+    "ts": 1700000000.123456,
+    "symbol": "BTC-USD",
+    "t": 1700000000.123456,
+    "price": 42123.51234,
+    "state": 1,
+    "regime": "normal",
+    "probs": [0.022069, 0.690573, 0.287358],
+    "changed": False,
+    "smoothed_state": 0,
+    "smoothed_t": 1700000000.0,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(x: list[float] | np.ndarray, q: float) -> float:
+    return float(np.percentile(np.asarray(x), q)) if len(x) else float("nan")
+
+
+# -- 1. raw ceiling -----------------------------------------------------------------------------
+
+
+def _raw_sub(endpoint: str, n: int, decode: bool, q: Any) -> None:
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.SUB)
+    s.rcvhwm = 0
+    s.linger = 0
+    s.subscribe(b"")
+    s.connect(endpoint)
+    q.put("ready")
+    recv = s.recv
+    loads = json.loads
+    got = 0
+    t0 = 0.0
+    while got < n:
+        recv()
+        body = recv()
+        if got == 0:
+            t0 = time.perf_counter()
+        if decode:
+            loads(body)
+        got += 1
+    q.put((got - 1) / (time.perf_counter() - t0))
+    s.close()
+    ctx.term()
+
+
+def raw(n: int, encode: bool) -> float:
+    """Messages per second PUB -> SUB across processes (blocking sends: nothing lost)."""
+    ctx = zmq.Context()
+    p = ctx.socket(zmq.XPUB)
+    p.setsockopt(zmq.XPUB_NODROP, 1)
+    p.linger = 0
+    port = p.bind_to_random_port("tcp://127.0.0.1")
+    q: Any = mp.get_context("spawn").Queue()
+    proc = mp.get_context("spawn").Process(
+        target=_raw_sub, args=(f"tcp://127.0.0.1:{port}", n, encode, q)
+    )
+    proc.start()
+    q.get()
+    p.recv()  # its subscription
+    pre = json.dumps(BODY).encode()
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    body = dict(BODY)
+    send = p.send
+    for i in range(n):
+        if encode:
+            body["seq"] = i
+            b = dumps(body).encode()
+        else:
+            b = pre
+        send(b"regime.BTC-USD", zmq.SNDMORE)
+        send(b)
+    rate = q.get()
+    proc.join()
+    p.close()
+    ctx.term()
+    return rate
+
+
+# -- 2. the service -----------------------------------------------------------------------------
+
+
+def summary(st: dict[str, Any], start: int) -> dict[str, Any]:
+    """Counts, and for the messages from index `start` on: rate and tick-to-receipt latency."""
+    rx = np.asarray(st["rx"][start:])
+    lat = (rx - np.asarray(st["t"][start:])) * 1000.0
+    return {
+        "n": len(st["rx"]),
+        "gaps": st["gaps"],
+        "missed": st["missed"],
+        "m": len(rx),
+        "rate": (len(rx) - 1) / (rx[-1] - rx[0]) if len(rx) > 1 else float("nan"),
+        "p50_ms": pct(lat, 50),
+        "p99_ms": pct(lat, 99),
+        "max_ms": float(lat.max()) if len(lat) else float("nan"),
+    }
+
+
+def _sub_main(endpoint: str, conn: Any) -> None:
+    """Receive regimes; per symbol: count, seq gaps, first/last receipt, latencies."""
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.SUB)
+    s.rcvhwm = 0
+    s.linger = 0
+    s.subscribe(b"regime")
+    s.subscribe(b"heartbeat")  # last: this is what the service counts as a subscriber
+    s.connect(endpoint)
+    poller = zmq.Poller()
+    poller.register(s, zmq.POLLIN)
+    stats: dict[str, dict[str, Any]] = {}
+    loads = json.loads
+    recv = s.recv
+    now = time.time
+    conn.send("ready")
+    while True:
+        if conn.poll():
+            cmd = conn.recv()
+            if cmd == "quit":
+                break
+            sym, start = cmd
+            st = stats.get(sym)
+            conn.send(None if st is None else summary(st, start))
+            continue
+        if not poller.poll(50):
+            continue
+        while True:
+            try:
+                topic = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            body = recv()
+            if topic[:1] != b"r":
+                continue
+            m = loads(body)
+            t_rx = now()
+            sym = m["symbol"]
+            st = stats.get(sym)
+            if st is None:
+                st = stats[sym] = {"gaps": 0, "missed": 0, "next": m["seq"], "rx": [], "t": []}
+            if m["seq"] != st["next"]:
+                st["gaps"] += 1
+                st["missed"] += m["seq"] - st["next"]
+            st["next"] = m["seq"] + 1
+            st["rx"].append(t_rx)
+            st["t"].append(m["t"])
+    s.close()
+    ctx.term()
+
+
+class Service:
+    """`streamer serve` in a subprocess, a subscriber process, and a producer socket here."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        pin, pout = free_port(), free_port()
+        while pout + 1 in (pin,):
+            pout = free_port()
+        self.feed = f"tcp://127.0.0.1:{pin}"
+        self.pub = f"tcp://127.0.0.1:{pout}"
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamer", "serve",
+             "--tick-feed", self.feed, "--pub", self.pub, "--wait-subscribers", "1",
+             "--warmup", str(warmup), "--refit-every", "0", "--metrics-interval", "0",
+             "--drain-timeout", "10"],
+            env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.conn, child = mp.get_context("spawn").Pipe()
+        self.sub = mp.get_context("spawn").Process(target=_sub_main, args=(self.pub, child))
+        self.sub.start()
+        assert self.conn.recv() == "ready"
+        self.ctx = zmq.Context()
+        p = self.prod = self.ctx.socket(zmq.XPUB)
+        p.setsockopt(zmq.XPUB_NODROP, 1)  # the producer waits rather than lose a tick
+        p.sndhwm = 100_000
+        p.linger = 0
+        p.connect(self.feed)
+        p.poll(30_000, zmq.POLLIN) or sys.exit("the service's feed never subscribed")
+        p.recv()
+
+    def stats(self, symbol: str, start: int = 0) -> dict[str, Any]:
+        self.conn.send((symbol, start))
+        return self.conn.recv() or {"n": 0}
+
+    def wait_for(self, symbol: str, n: int, quiet: float = 3.0, limit: float = 180.0) -> None:
+        """Until `n` messages of `symbol` arrived, or nothing new came for `quiet` seconds."""
+        end = time.monotonic() + limit
+        last_n, last_change = -1, time.monotonic()
+        while time.monotonic() < end:
+            got = self.stats(symbol, 1 << 62)["n"]
+            if got >= n:
+                return
+            if got != last_n:
+                last_n, last_change = got, time.monotonic()
+            elif time.monotonic() - last_change > quiet:
+                return
+            time.sleep(0.05)
+
+    def send(self, symbol: str, prices: np.ndarray, rate: float | None, t0: float | None) -> float:
+        """Send ticks: paced at `rate` (t = send time) or flat out (t = t0 + i * 1e-5)."""
+        send = self.prod.send
+        sym = json.dumps(symbol)
+        ps = prices.tolist()
+        n = len(ps)
+        start = time.perf_counter()
+        if rate is None:
+            assert t0 is not None
+            for i, p in enumerate(ps):
+                send(b"tick", zmq.SNDMORE)
+                send(f'{{"symbol":{sym},"t":{t0 + i * 1e-5!r},"price":{p!r}}}'.encode())
+            return time.perf_counter() - start
+        i = 0
+        last_t = 0.0
+        clock = time.perf_counter
+        wall = time.time
+        while i < n:
+            due = min(n, int((clock() - start) * rate) + 1)
+            while i < due:
+                t = wall()
+                if t <= last_t:
+                    t = last_t + 1e-6
+                last_t = t
+                send(b"tick", zmq.SNDMORE)
+                send(f'{{"symbol":{sym},"t":{t!r},"price":{ps[i]!r}}}'.encode())
+                i += 1
+            time.sleep(0.0002)
+        return time.perf_counter() - start
+
+    def phase(self, symbol: str, prices: np.ndarray, rate: float | None) -> dict[str, Any]:
+        """Warm `symbol` up, then send the rest of `prices`; the subscriber's view of it."""
+        w = self.warmup
+        self.send(symbol, prices[:w], rate, 1.6e9)
+        # the first fit runs now; wait for the warm-up's decodes (w - 1 of them)
+        self.wait_for(symbol, w - 1, quiet=30.0)
+        if self.stats(symbol, 1 << 62)["n"] < w - 1:
+            raise SystemExit(f"{symbol}: the warm-up decodes never arrived")
+        n = len(prices) - w
+        sent_for = self.send(symbol, prices[w:], rate, 1.6e9 + w * 1e-5)
+        self.wait_for(symbol, w - 1 + n)
+        st = self.stats(symbol, w - 1)
+        st["lost"] = w - 1 + n - st["n"]
+        st["sent"] = n
+        st["send_seconds"] = sent_for
+        return st
+
+    def close(self) -> tuple[int, float, str]:
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        took = time.monotonic() - t0
+        self.conn.send("quit")
+        self.sub.join(10)
+        self.prod.close()
+        self.ctx.term()
+        return self.proc.returncode, took, err
+
+
+def prices_for(n: int, seed: int) -> np.ndarray:
+    """A regime-switching price path (cycled log-returns of a simulated series)."""
+    sys.path.insert(0, str(ROOT))
+    from streamer.market.synthetic import RegimeSpec, simulate
+
+    base = simulate(RegimeSpec.preset(3), min(n, 200_000), seed=seed)
+    r = np.diff(np.log(base.prices))
+    reps = np.resize(r, n - 1)
+    return float(base.prices[0]) * np.exp(np.concatenate([[0.0], np.cumsum(reps)]))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds at --rate (default 60)")
+    ap.add_argument("--rate", type=float, default=50_000, help="sustained ticks/s (default 50k)")
+    ap.add_argument("--latency-rate", type=float, default=10_000, help="default 10k")
+    ap.add_argument("--latency-seconds", type=float, default=10.0, help="default 10")
+    ap.add_argument("--flat", type=int, default=300_000, help="messages in the flat-out runs")
+    ap.add_argument("--warmup", type=int, default=1000, help="warm-up ticks per symbol")
+    ap.add_argument("--quick", action="store_true", help="short runs (smoke test)")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    a = ap.parse_args()
+    if a.quick:
+        a.duration, a.latency_seconds, a.flat = 5.0, 3.0, 60_000
+    out: dict[str, Any] = {"cpus": os.cpu_count()}
+
+    print(f"raw pyzmq PUB->SUB, {a.flat:,} messages of {len(json.dumps(BODY))} bytes", flush=True)
+    out["raw_json"] = raw(a.flat, True)
+    out["raw_pre"] = raw(a.flat, False)
+    print(f"  JSON encode+decode  {out['raw_json']:>10,.0f} msgs/s")
+    print(f"  pre-encoded         {out['raw_pre']:>10,.0f} msgs/s", flush=True)
+
+    svc = Service(a.warmup)
+    try:
+        print("service: ticks in over ZeroMQ -> decode -> publish -> subscriber", flush=True)
+        st = svc.phase("FLAT", prices_for(a.flat + a.warmup, 1), None)
+        out["flat"] = {k: st[k] for k in ("rate", "lost", "gaps")}
+        print(
+            f"  flat out            {st['rate']:>10,.0f} msgs/s  "
+            f"({st['rate'] / out['raw_json']:.2f}x raw JSON), lost {st['lost']}, "
+            f"seq gaps {st['gaps']}",
+            flush=True,
+        )
+
+        n = int(a.latency_rate * a.latency_seconds)
+        st = svc.phase("LAT", prices_for(n + a.warmup, 2), a.latency_rate)
+        out["latency"] = {"rate": a.latency_rate, **{k: st[k] for k in
+                          ("p50_ms", "p99_ms", "max_ms", "lost", "gaps")}}  # fmt: skip
+        print(
+            f"  {a.latency_rate:,.0f}/s for {a.latency_seconds:g} s  latency p50 "
+            f"{st['p50_ms']:.3f} ms, p99 {st['p99_ms']:.3f} ms, max {st['max_ms']:.2f} ms, "
+            f"lost {st['lost']}",
+            flush=True,
+        )
+
+        n = int(a.rate * a.duration)
+        st = svc.phase("SUST", prices_for(n + a.warmup, 3), a.rate)
+        achieved = st["sent"] / st["send_seconds"]
+        out["sustained"] = {"rate": a.rate, "achieved": achieved, "seconds": st["send_seconds"],
+                            "ticks": n, **{k: st[k] for k in
+                            ("m", "lost", "gaps", "p50_ms", "p99_ms", "max_ms")}}  # fmt: skip
+        print(
+            f"  {a.rate:,.0f}/s for {st['send_seconds']:.1f} s ({achieved:,.0f}/s sent)  "
+            f"{n:,} ticks, lost {st['lost']}, seq gaps {st['gaps']}, "
+            f"latency p50 {st['p50_ms']:.2f} ms p99 {st['p99_ms']:.2f} ms",
+            flush=True,
+        )
+    finally:
+        rc, took, err = svc.close()
+    out["shutdown"] = {"rc": rc, "seconds": took}
+    print(f"  SIGTERM: exit {rc} in {took:.2f} s")
+    if rc != 0:
+        print(err[-2000:], file=sys.stderr)
+    ok_rate = out["flat"]["rate"] >= 0.7 * out["raw_json"]
+    ok_loss = out["sustained"]["lost"] == 0 and out["sustained"]["gaps"] == 0
+    ok_lat = out["latency"]["p99_ms"] <= 2.0
+    print(
+        f"targets: rate >= 0.7x raw JSON {'OK' if ok_rate else 'MISSED'}; "
+        f"zero loss at {a.rate:,.0f}/s {'OK' if ok_loss else 'MISSED'}; "
+        f"p99 <= 2 ms at {a.latency_rate:,.0f}/s {'OK' if ok_lat else 'MISSED'}"
+    )
+    if a.json:
+        print(json.dumps(out, default=float))
+    return 0 if ok_rate and ok_loss and ok_lat else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

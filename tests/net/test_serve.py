@@ -1,0 +1,199 @@
+"""`streamer serve` and `streamer listen`: graceful SIGTERM with nothing lost, config, audio."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from streamer.cli import main
+from streamer.commands import serve as serve_cmd
+from streamer.errors import ConfigError
+from streamer.market.synthetic import RegimeSpec, simulate
+from streamer.net import protocol as P
+from streamer.net.publisher import Publisher
+from streamer.net.subscriber import Subscriber
+from streamer.service import Service, resolve_config
+
+from .conftest import regime, validate_message
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def serve_args(argv: list[str]) -> Any:
+    parser = serve_cmd._parser()
+    args = parser.parse_args(argv)
+    resolve_config(args, parser)
+    return args
+
+
+async def collect_until_stopped(sub: Subscriber, out: list[P.Message]) -> None:
+    async for m in sub:
+        out.append(m)
+        if m.kind == "status" and m.body["state"] == "stopped":
+            return
+
+
+async def test_sigterm_drains_and_loses_nothing(
+    zctx: zmq.Context[Any], ipc: Callable[[str], str], validators: dict[str, Any]
+) -> None:
+    """Ticks still queued (and a first fit still running) at SIGTERM all come out, then exit 0."""
+    feed, pub = ipc("feed"), ipc("pub")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streamer", "serve", "--tick-feed", feed, "--pub", pub,
+        "--wait-subscribers", "1", "--warmup", "50", "--refit-every", "0",
+        "--metrics-interval", "0", "--drain-timeout", "5",
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    got: list[P.Message] = []
+    producer = zctx.socket(zmq.XPUB)
+    producer.setsockopt(zmq.XPUB_NODROP, 1)  # a burst must wait, not vanish at the mark
+    try:
+        async with Subscriber(pub, ["regime", "status", "metrics"], context=zctx) as sub:
+            collector = asyncio.create_task(collect_until_stopped(sub, got))
+            producer.connect(feed)
+            for _ in range(3000):  # the service binds its feed once we are subscribed
+                if producer.poll(0):
+                    break
+                await asyncio.sleep(0.01)
+            assert producer.recv() == b"\x01tick"
+            n = 3000
+            s = simulate(RegimeSpec.preset(2), n, seed=2)
+            for i, p in enumerate(s.prices.tolist()):
+                producer.send_multipart(P.encode_tick("BTC", 1.7e9 + i, p))
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            rc = await asyncio.wait_for(proc.wait(), 20)
+            took = time.monotonic() - t0
+            await asyncio.wait_for(collector, 10)
+    finally:
+        producer.close()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    err = (await proc.stderr.read()).decode() if proc.stderr else ""
+    assert rc == 0, err
+    assert took < 5 + 2 + 2  # drain timeout + linger + margin
+    regimes = [m for m in got if m.kind == "regime"]
+    assert len(regimes) == n - 1  # every tick after the first gives one decode
+    assert [m.seq for m in regimes] == list(range(n - 1))
+    assert sub.stats.missed == 0
+    metrics = [m for m in got if m.kind == "metrics"][-1].body
+    assert metrics["feed"]["accepted"] == n and metrics["sent"]["regime"] == n - 1
+    assert not metrics["dropped"]
+    states = [m.body["state"] for m in got if m.kind == "status"]
+    assert states[-3:] == ["running", "draining", "stopped"]
+    for m in got:
+        validate_message(validators, m.topic, m.body)
+
+
+@pytest.fixture(scope="module")
+def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from streamer.audio.synth import HELDOUT_VOICES, synthesize
+    from streamer.audio.wav import write_wav
+
+    parts = [np.zeros(4000, np.float32)]
+    for i, w in enumerate(("apple", "kiwi", "lime", "peach", "banana", "orange")):
+        parts += [synthesize(w, HELDOUT_VOICES[i % len(HELDOUT_VOICES)]) * 0.5,
+                  np.zeros(5000, np.float32)]  # fmt: skip
+    path = tmp_path_factory.mktemp("audio") / "words.wav"
+    write_wav(path, np.concatenate(parts), 8000)
+    return path
+
+
+async def test_stop_mid_recording_publishes_every_utterance(
+    zctx: zmq.Context[Any], ipc: Callable[[str], str], speech_wav: Path,
+    validators: dict[str, Any],
+) -> None:  # fmt: skip
+    from streamer.speech.recognizer import fake_factory
+
+    pub = ipc("pub")
+    args = serve_args([str(speech_wav), "--pub", pub, "--worker-kind", "thread", "--speed", "3",
+                       "--wait-subscribers", "1", "--metrics-interval", "0"])  # fmt: skip
+    service = Service(args, context=zctx, recognizer_factory=fake_factory(delay=0.05),
+                      tune_gc=False)  # fmt: skip
+    got: list[P.Message] = []
+    async with Subscriber(pub, ["speech", "status", "metrics"], context=zctx) as sub:
+        collector = asyncio.create_task(collect_until_stopped(sub, got))
+        run = asyncio.create_task(service.run())
+        while not service.speech.events:  # stop once the first word is out: mid-recording
+            await asyncio.sleep(0.02)
+            assert not run.done()
+        service.stop()
+        assert await asyncio.wait_for(run, 15) == 0
+        await asyncio.wait_for(collector, 10)
+    words = [m for m in got if m.kind == "speech"]
+    submitted = service._pool.stats.submitted
+    assert 1 <= len(words) == submitted == sum(service.speech.events.values())
+    assert [m.seq for m in words] == list(range(len(words)))
+    metrics = [m for m in got if m.kind == "metrics"][-1].body
+    assert metrics["speech"]["events"] == len(words)
+    for m in got:
+        validate_message(validators, m.topic, m.body)
+
+
+def test_config_file_and_flags(tmp_path: Path, ipc: Callable[[str], str]) -> None:
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text(
+        'pub = "tcp://127.0.0.1:6000"\n'
+        "wait-subscribers = 2\n"
+        "lossy = true\n"
+        'tick-feed = ["tcp://127.0.0.1:6001"]\n'
+        "[regimes]\n"
+        "warmup = 80\n"
+        "refit_every = 0\n"
+    )
+    args = serve_args(["--config", str(cfg), "--warmup", "100", "--hwm", "5"])
+    assert args.pub == "tcp://127.0.0.1:6000" and args.wait_subscribers == 2 and args.lossy
+    assert args.tick_feed == ["tcp://127.0.0.1:6001"]
+    assert args.warmup == 100  # the flag wins
+    assert args.refit_every == 0 and args.hwm == 5
+    assert args.speed == 1.0 and not args.audio and args.vad == []  # defaults unwrapped
+    # a flag that appends still appends to nothing, not to the file's list
+    assert serve_args(["--config", str(cfg), "--tick-feed", "ipc://x"]).tick_feed == ["ipc://x"]
+    for text, what in (
+        ("nonsense = 1\n", "unknown setting 'nonsense'"),
+        ("warmup = 'many'\n", "not a valid value"),
+        ("lossy = 1\n", "true or false"),
+        ("worker-kind = 'gpu'\n", "not one of"),
+        ("pub = [\n", "not valid TOML"),
+    ):
+        cfg.write_text(text)
+        with pytest.raises(ConfigError, match=what):
+            serve_args(["--config", str(cfg)])
+    with pytest.raises(ConfigError, match="cannot read"):
+        serve_args(["--config", str(tmp_path / "missing.toml")])
+
+
+def test_nothing_to_serve(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--pub", "inproc://x"]) == 2
+    assert "nothing to serve" in capsys.readouterr().err
+
+
+async def test_listen_prints_json_lines(
+    zctx: zmq.Context[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with Publisher("tcp://127.0.0.1:*", context=zctx, metrics_interval=0) as pub:
+        pub.publish_many([regime("BTC", 1.0)])
+        listen = asyncio.create_task(asyncio.to_thread(
+            main, ["listen", pub.endpoint, "--topic", "regime", "--count", "3"]))  # fmt: skip
+        i = 0
+        while not listen.done():
+            await asyncio.sleep(0.05)
+            i += 1
+            pub.publish_many([regime("BTC", 1.0 + i)])
+        assert listen.result() == 0
+    lines = [P.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 3 and all(x["topic"] == "regime.BTC" for x in lines)
+    assert lines[0]["from_snapshot"] is True and "from_snapshot" not in lines[1]
+    assert [x["seq"] for x in lines] == list(range(lines[0]["seq"], lines[0]["seq"] + 3))
