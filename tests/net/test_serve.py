@@ -197,3 +197,31 @@ async def test_listen_prints_json_lines(
     assert len(lines) == 3 and all(x["topic"] == "regime.BTC" for x in lines)
     assert lines[0]["from_snapshot"] is True and "from_snapshot" not in lines[1]
     assert [x["seq"] for x in lines] == list(range(lines[0]["seq"], lines[0]["seq"] + 3))
+
+
+async def test_replay_can_publish_through_the_pub_emitter(
+    zctx: zmq.Context[Any], ipc: Callable[[str], str], tmp_path: Path
+) -> None:
+    """What `streamer replay --pub` needs: `add_pub_arguments` and `publishing` as its emitter."""
+    import argparse
+
+    from streamer.commands import replay
+    from streamer.net.publisher import add_pub_arguments, publishing
+    from tests.market.conftest import write_csv
+
+    s = simulate(RegimeSpec.preset(2), 300, seed=4)
+    csv = write_csv(tmp_path / "BTC.csv", s)
+    p = argparse.ArgumentParser()
+    replay.add_arguments(p)
+    add_pub_arguments(p)
+    pub = ipc("replay")
+    args = p.parse_args(["--ticks", str(csv), "--speed", "0", "--warmup", "60",
+                         "--pub", pub, "--wait-subscribers", "1"])  # fmt: skip
+    got: list[P.Message] = []
+    async with Subscriber(pub, ["regime", "status"], context=zctx) as sub:
+        collector = asyncio.create_task(collect_until_stopped(sub, got))
+        async with publishing(args, context=zctx, sources=["ticks"]) as emit:
+            assert await replay.replay(args, emit) == 0
+        await asyncio.wait_for(collector, 10)
+    regimes = [m for m in got if m.kind == "regime"]
+    assert [m.seq for m in regimes] == list(range(299)) and regimes[0].topic == "regime.BTC"
