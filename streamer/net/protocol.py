@@ -587,9 +587,16 @@ def parse_tick(body: bytes, max_bytes: int = MAX_TICK_BYTES) -> tuple[str, float
     if len(body) > max_bytes:
         raise BadTick("oversized", f"{len(body)} bytes, limit {max_bytes}")
     try:
-        m = loads(body)
+        # `loads` inlined for the common case (a compact object, nothing after it)
+        text = body.decode()
+        m, end = _raw_decode(text)
+        if end != len(text):
+            m = loads(text)
     except (ValueError, RecursionError) as e:
-        raise BadTick("json", str(e)) from None
+        try:
+            m = loads(body)  # leading whitespace is fine; anything else has its message here
+        except (ValueError, RecursionError):
+            raise BadTick("json", str(e)) from None
     if type(m) is not dict:
         raise BadTick("not_object", f"a JSON {type(m).__name__}")
     try:
