@@ -166,17 +166,23 @@ def add_noise(
     rng: np.random.Generator,
     rate: int = 8000,
     noise: np.ndarray | None = None,
+    margin: tuple[float, float] = (0.0, 0.0),
 ) -> np.ndarray:
     """Mix noise into `x` at `snr_db` (speech level over noise RMS); float32 out.
 
     Pass `noise` (unit RMS, at least len(x) samples) to reuse an expensive noise
-    track such as babble; a random stretch of it is used.
+    track such as babble; a random stretch of it is used. `margin` (seconds
+    before, after) pads `x` with silence first, so the result looks like an
+    utterance cut from a noisy stream by the VAD, noise on either side.
     """
     x = np.asarray(x, dtype=np.float64)
+    ref = speech_rms(x)
+    if margin != (0.0, 0.0):
+        x = np.pad(x, (int(margin[0] * rate), int(margin[1] * rate)))
     if noise is None:
         nz = make_noise(kind, x.size, rate, rng)
     else:
         off = int(rng.integers(0, max(1, noise.size - x.size + 1)))
         nz = noise[off : off + x.size]
-    level = speech_rms(x) / (10 ** (snr_db / 20))
+    level = ref / (10 ** (snr_db / 20))
     return (x + level * nz).astype(np.float32)

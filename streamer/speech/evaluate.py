@@ -123,12 +123,18 @@ class Scores:
         return {w: float(c[i, i] / max(1, c[i].sum())) for i, w in enumerate(self.labels)}
 
 
-def noise_transform(kind: str, snr_db: float, rate: int, seed: int = 1) -> Transform:
-    """A condition: add `kind` noise at `snr_db`, from one long pre-made noise track."""
+def noise_transform(
+    kind: str, snr_db: float, rate: int, seed: int = 1, margin: float = 0.2
+) -> Transform:
+    """A condition: add `kind` noise at `snr_db`, from one long pre-made noise track.
+
+    The word gets `margin` seconds of noise on each side, as an utterance cut
+    from a noisy stream by the VAD has.
+    """
     track = make_noise(kind, rate * 60, rate, np.random.default_rng(seed))
 
     def f(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return add_noise(x, snr_db, kind, rng, rate, noise=track)
+        return add_noise(x, snr_db, kind, rng, rate, noise=track, margin=(margin, margin))
 
     return f
 

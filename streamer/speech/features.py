@@ -9,10 +9,12 @@ which is what lets a bank trained on one microphone work on another.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import python_speech_features as psf
+from scipy.fft import dct
 
 from streamer.audio.wav import CANONICAL_RATE
 from streamer.errors import AudioError, ConfigError
@@ -38,6 +40,12 @@ class FeatureConfig:
     delta_window: int = 2
     cmvn: bool = True
     min_frames: int = 5
+    # Spectral subtraction: the mean power spectrum of the quietest frames (the noise
+    # around the word) times `denoise` is taken off every frame, leaving at least
+    # `denoise_floor` of the frame's own power. 0 turns it off.
+    denoise: float = 0.0
+    denoise_floor: float = 0.1
+    denoise_quantile: float = 0.15
 
     def __post_init__(self) -> None:
         if self.nfft < self.winlen * self.sample_rate:
@@ -71,6 +79,36 @@ def _deltas(feat: np.ndarray, n: int) -> np.ndarray:
     return num / (2 * sum(k * k for k in range(1, n + 1)))
 
 
+@lru_cache(maxsize=8)
+def _filterbank(nfilt: int, nfft: int, rate: int, low: float, high: float | None) -> np.ndarray:
+    return psf.get_filterbanks(nfilt, nfft, rate, low, high or rate / 2).T.copy()
+
+
+def _cepstra(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """python_speech_features' MFCC, step by step, with optional spectral subtraction
+    and the filterbank built once per configuration instead of once per call."""
+    sig = psf.sigproc.preemphasis(x, cfg.preemph)
+    frames = psf.sigproc.framesig(
+        sig, cfg.winlen * cfg.sample_rate, cfg.winstep * cfg.sample_rate, np.hamming
+    )
+    pspec = psf.sigproc.powspec(frames, cfg.nfft)
+    if cfg.denoise > 0:
+        energy = pspec.sum(1)
+        k = max(3, int(len(energy) * cfg.denoise_quantile))
+        noise = pspec[np.argsort(energy)[:k]].mean(0)
+        pspec = np.maximum(pspec - cfg.denoise * noise, cfg.denoise_floor * pspec)
+    tiny = np.finfo(float).eps
+    energy = np.maximum(pspec.sum(1), tiny)
+    fb = np.maximum(
+        pspec @ _filterbank(cfg.nfilt, cfg.nfft, cfg.sample_rate, cfg.lowfreq, cfg.highfreq), tiny
+    )
+    feat = dct(np.log(fb), type=2, axis=1, norm="ortho")[:, : cfg.numcep]
+    feat = psf.base.lifter(feat, cfg.ceplifter)
+    if cfg.append_energy:
+        feat[:, 0] = np.log(energy)
+    return feat
+
+
 def mfcc(x: np.ndarray, cfg: FeatureConfig = FeatureConfig(), where: str = "audio") -> np.ndarray:
     """Canonical audio at cfg.sample_rate to a (frames, cfg.dim) float64 feature matrix."""
     x = np.asarray(x, dtype=np.float64)
@@ -87,21 +125,7 @@ def mfcc(x: np.ndarray, cfg: FeatureConfig = FeatureConfig(), where: str = "audi
     # A tiny dither keeps log-energies finite on exact zeros without changing real audio.
     rng = np.random.default_rng(x.size)
     x = x + rng.standard_normal(x.size) * 1e-5
-    feat = psf.mfcc(
-        x,
-        samplerate=cfg.sample_rate,
-        winlen=cfg.winlen,
-        winstep=cfg.winstep,
-        numcep=cfg.numcep,
-        nfilt=cfg.nfilt,
-        nfft=cfg.nfft,
-        lowfreq=cfg.lowfreq,
-        highfreq=cfg.highfreq,
-        preemph=cfg.preemph,
-        ceplifter=cfg.ceplifter,
-        appendEnergy=cfg.append_energy,
-        winfunc=np.hamming,
-    )
+    feat = _cepstra(x, cfg)
     parts = [feat]
     if cfg.deltas:
         d = _deltas(feat, cfg.delta_window)

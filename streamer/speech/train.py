@@ -182,9 +182,12 @@ def augment(
         out.extend(variants)
         for _ in range(cfg.noisy_copies if cfg.noise_kinds else 0):
             base = variants[int(rng.integers(len(variants)))]
+            if rng.random() < 0.3:  # a weak ending lost in the noise, as the VAD cuts it
+                base = base[: int(base.size * (1 - rng.uniform(0.03, 0.15)))]
             kind = str(rng.choice(cfg.noise_kinds))
             snr = float(rng.uniform(*cfg.snr_range))
-            out.append(add_noise(base, snr, kind, rng, rate, noise=noise_bank[kind]))
+            margin = (float(rng.uniform(0.0, 0.3)), float(rng.uniform(0.0, 0.3)))
+            out.append(add_noise(base, snr, kind, rng, rate, noise=noise_bank[kind], margin=margin))
     return out
 
 
@@ -262,9 +265,9 @@ def _calibration_set(
         if cfg.noise_kinds:
             for _ in range(2):
                 kind = str(rng.choice(cfg.noise_kinds))
-                v.append(
-                    add_noise(x, float(rng.uniform(*cfg.snr_range)), kind, rng, rate, noise[kind])
-                )
+                snr = float(rng.uniform(*cfg.snr_range))
+                margin = (float(rng.uniform(0.0, 0.3)), float(rng.uniform(0.0, 0.3)))
+                v.append(add_noise(x, snr, kind, rng, rate, noise[kind], margin=margin))
         return v
 
     for i, label in enumerate(labels):
