@@ -8,6 +8,12 @@ fast as the consumer takes them (`speed=0`). A replay never drops: when the
 consumer falls behind (backpressure from recognition), it waits and its
 schedule slides. The microphone cannot wait, so its PortAudio callback is the
 one place where audio is dropped, and every dropped sample is counted.
+
+A microphone that goes away (unplugged, its sound server restarted) is not an
+end of stream: the source notices that callbacks stopped, reopens the device
+with exponential backoff, reports each step as a `DeviceEvent` (the service
+publishes them on its status topic) and counts the missed audio as a gap in
+stream time. Only the first open fails hard, with a one-line `DeviceError`.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ import contextlib
 import logging
 import struct
 import threading
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,10 +41,17 @@ log = logging.getLogger(__name__)
 __all__ = [
     "AudioSource",
     "Clock",
+    "DeviceEvent",
+    "InputDevice",
     "LoopClock",
     "MicSource",
     "VirtualClock",
     "WavSource",
+    "add_mic_arguments",
+    "find_input_device",
+    "input_devices",
+    "load_portaudio",
+    "mic_from_args",
 ]
 
 
@@ -267,6 +282,119 @@ class WavSource:
 # -- microphone ---------------------------------------------------------------------------------
 
 
+def load_portaudio(sd: Any = None) -> Any:
+    """The sounddevice module (or the injected fake); DeviceError when PortAudio is missing.
+
+    sounddevice raises OSError at import when the PortAudio shared library is
+    absent: that is a setup problem with a one-line fix, not a traceback.
+    """
+    if sd is not None:
+        return sd
+    try:
+        import sounddevice
+    except OSError as e:
+        raise DeviceError(
+            f"PortAudio is not available ({e}); install it (Debian: apt-get install libportaudio2)"
+        ) from None
+    return sounddevice
+
+
+@dataclass(frozen=True)
+class InputDevice:
+    """One PortAudio input as `streamer devices` lists it."""
+
+    index: int
+    name: str
+    hostapi: str
+    channels: int
+    default_rate: float
+    default: bool = False
+
+
+def input_devices(sd: Any = None) -> list[InputDevice]:
+    """Every PortAudio device with at least one input channel (DeviceError without PortAudio)."""
+    sd = load_portaudio(sd)
+    try:
+        devices = list(sd.query_devices())
+        apis = [a["name"] for a in sd.query_hostapis()]
+    except Exception as e:
+        raise DeviceError(f"cannot list audio devices: {e}") from None
+    try:
+        default_in = int(sd.default.device[0])
+    except Exception:
+        default_in = -1
+    out = []
+    for i, d in enumerate(devices):
+        if int(d.get("max_input_channels", 0)) < 1:
+            continue
+        api = d.get("hostapi", -1)
+        out.append(
+            InputDevice(
+                index=int(d.get("index", i)),
+                name=str(d["name"]),
+                hostapi=apis[api] if 0 <= api < len(apis) else "?",
+                channels=int(d["max_input_channels"]),
+                default_rate=float(d.get("default_samplerate", 0.0)),
+                default=int(d.get("index", i)) == default_in,
+            )
+        )
+    return out
+
+
+def _listing(devices: list[InputDevice]) -> str:
+    return ", ".join(f"{d.index} {d.name!r}" for d in devices)
+
+
+def find_input_device(device: int | str | None, sd: Any = None) -> InputDevice:
+    """The input `device` names: an index, a name (or a unique part of one), or None: the default.
+
+    DeviceError, listing what there is, when nothing (or more than one input) matches.
+    """
+    devices = input_devices(sd)
+    if not devices:
+        raise DeviceError(
+            "no audio input devices: PortAudio found none (no sound card, or no sound server "
+            "such as PulseAudio running when streamer started)"
+        )
+    if device is None or device == "":
+        for d in devices:
+            if d.default:
+                return d
+        return devices[0]
+    if isinstance(device, int) or (isinstance(device, str) and device.strip().isdigit()):
+        k = int(device)
+        for d in devices:
+            if d.index == k:
+                return d
+        raise DeviceError(f"no audio input with index {k} (inputs: {_listing(devices)})")
+    want = str(device).strip().lower()
+    exact = [d for d in devices if d.name.lower() == want]
+    if exact:
+        return exact[0]
+    part = [d for d in devices if want in d.name.lower()]
+    if len(part) == 1:
+        return part[0]
+    if not part:
+        raise DeviceError(f"no audio input matches {device!r} (inputs: {_listing(devices)})")
+    raise DeviceError(f"{device!r} matches several audio inputs: {_listing(part)}; give an index")
+
+
+@dataclass(frozen=True)
+class DeviceEvent:
+    """A change in a microphone's health: `lost`, `retrying` or `restored` (with the gap)."""
+
+    stream: str
+    kind: str
+    detail: str
+    attempt: int = 0
+    gap: float = 0.0  # seconds of audio missed, on `restored`
+
+
+DeviceListener = Callable[[DeviceEvent], None]
+_AUTO = object()
+_open_streams = 0  # PortAudio streams this process has open (a rescan would break them)
+
+
 class MicSource:
     """Live capture through sounddevice (PortAudio), handed to the event loop without blocking.
 
@@ -276,7 +404,13 @@ class MicSource:
     counted right there: the callback never waits for the loop. Stream time is
     the count of samples captured, dropped ones included, so a drop shows up
     downstream as a gap (which the segmenter fills with silence), not a time warp.
-    `sd` can be injected: tests pass a fake sounddevice module.
+
+    When callbacks stop for `stall_timeout` seconds (or PortAudio says the
+    stream is no longer active) the device is taken for gone: it is reopened
+    every `retry` seconds, doubling up to `max_retry`, until it answers or the
+    source is closed; `on_event` hears about each step. The audio missed meanwhile
+    becomes a gap in stream time. `sd` can be injected: tests pass a fake
+    sounddevice module (which is then not asked for a latency unless one is given).
     """
 
     def __init__(
@@ -288,15 +422,31 @@ class MicSource:
         queue_blocks: int = 50,
         stream: str = "mic",
         sd: Any = None,
+        latency: Any = _AUTO,
+        stall_timeout: float = 1.0,
+        retry: float = 0.25,
+        max_retry: float = 5.0,
+        on_event: DeviceListener | None = None,
     ) -> None:
         if queue_blocks < 1:
             raise ConfigError("the microphone queue needs room for at least one block")
+        if stall_timeout <= 0 or retry <= 0 or max_retry < retry:
+            raise ConfigError("stall timeout and retry delays must be positive, max >= first")
         self.stream = stream
         self.rate = rate
         self.device = device
         self.block = max(1, round(block_ms * rate / 1000))
         self.capacity = queue_blocks
         self._sd = sd
+        # PortAudio's "low" latency: a word's end reaches us tens of ms sooner than "high"
+        self.latency = ("low" if sd is None else None) if latency is _AUTO else latency
+        self.stall_timeout = stall_timeout
+        self.retry = retry
+        self.max_retry = max_retry
+        self.on_event = on_event
+        self.events: list[DeviceEvent] = []
+        self.reconnects = 0
+        self.gap_samples = 0  # stream time lost while the device was away
         self._buf: deque[tuple[int, np.ndarray]] = deque()
         self._captured = 0  # samples seen by the callback, dropped or not
         self.dropped_blocks = 0
@@ -307,7 +457,9 @@ class MicSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Event | None = None
         self._pa_stream: Any = None
+        self._last_cb = 0.0  # time.monotonic() of the last callback
         self._closed = False
+        self.device_name: str | None = None
 
     @property
     def dropped(self) -> int:
@@ -317,6 +469,7 @@ class MicSource:
     def _callback(self, indata: np.ndarray, frames: int, _time: Any, status: Any) -> None:
         """PortAudio thread: never blocks, never raises."""
         try:
+            self._last_cb = time.monotonic()
             start = self._captured
             self._captured += frames
             if status and getattr(status, "input_overflow", False):
@@ -342,33 +495,135 @@ class MicSource:
         if self._ready is not None:
             self._ready.set()
 
-    async def start(self) -> None:
-        """Open the device and start capturing (DeviceError if PortAudio or it is missing)."""
-        self._loop = asyncio.get_running_loop()
-        self._ready = asyncio.Event()
-        sd = self._sd
-        if sd is None:
-            try:
-                import sounddevice as sd
-            except OSError as e:  # PortAudio library missing
-                raise DeviceError(f"PortAudio is not available ({e})") from None
+    def _open(self, gap_from: float | None = None) -> None:
+        """Open and start the PortAudio stream (any thread); DeviceError when it cannot."""
+        global _open_streams
+        sd = load_portaudio(self._sd)
+        device = self.device
+        if self._sd is None:
+            found = find_input_device(device, sd)  # clear errors for a missing device
+            device, self.device_name = found.index, found.name
+        extra = {} if self.latency is None else {"latency": self.latency}
         try:
-            self._pa_stream = sd.InputStream(
+            s = sd.InputStream(
                 samplerate=self.rate,
                 channels=1,
                 dtype="int16",
                 blocksize=self.block,
-                device=self.device,
+                device=device,
                 callback=self._callback,
+                **extra,
             )
-            self._pa_stream.start()
         except Exception as e:
             raise DeviceError(f"cannot open audio input {self.device!r}: {e}") from None
+        if gap_from is not None:
+            # the audio missed while the device was away: a gap in stream time, not a warp
+            gap = max(0, round((time.monotonic() - gap_from) * self.rate))
+            self._captured += gap
+            self.gap_samples += gap
+        self._last_cb = time.monotonic()
+        try:
+            s.start()
+        except Exception as e:
+            with contextlib.suppress(Exception):
+                s.close()
+            raise DeviceError(f"cannot start audio input {self.device!r}: {e}") from None
+        self._pa_stream = s
+        _open_streams += 1
+
+    async def start(self) -> None:
+        """Open the device and start capturing (DeviceError if PortAudio or it is missing)."""
+        self._loop = asyncio.get_running_loop()
+        self._ready = asyncio.Event()
+        self._open()
+
+    def _stalled(self) -> bool:
+        s = self._pa_stream
+        if self._closed:
+            return False
+        if s is None or not getattr(s, "active", True):
+            return True
+        return time.monotonic() - self._last_cb > self.stall_timeout
+
+    def _event(self, kind: str, detail: str, attempt: int = 0, gap: float = 0.0) -> None:
+        ev = DeviceEvent(self.stream, kind, detail, attempt, gap)
+        self.events.append(ev)
+        (log.info if kind == "restored" else log.warning)("%s: %s", self.stream, detail)
+        if self.on_event is not None:
+            try:
+                self.on_event(ev)
+            except Exception:  # a listener's bug must not stop capture
+                log.exception("device event listener failed")
+
+    async def _close_stream(self) -> None:
+        global _open_streams
+        s, self._pa_stream = self._pa_stream, None
+        if s is None:
+            return
+        _open_streams -= 1
+        # a dead device can make stop() hang: abort drops nothing we still could get
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.to_thread(s.abort), 2.0)
+        with contextlib.suppress(Exception):
+            s.close()
+
+    def _rescan(self) -> None:
+        """Let PortAudio see devices that appeared since it started (only with no stream open)."""
+        sd = self._sd
+        if sd is not None or _open_streams > 0:
+            return
+        import sounddevice
+
+        with contextlib.suppress(Exception):
+            sounddevice._terminate()
+            sounddevice._initialize()
+
+    async def _reconnect(self) -> None:
+        """The device went away: reopen it with backoff until it answers or we are closed."""
+        lost_at = self._last_cb
+        name = self.device_name or self.device or "default input"
+        await self._close_stream()
+        self._event(
+            "lost",
+            f"audio input {name!r} stopped delivering audio "
+            f"({time.monotonic() - lost_at:.1f} s); reconnecting",
+        )
+        delay = self.retry
+        attempt = 0
+        assert self._ready is not None
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    while not self._closed:  # aclose() sets _ready
+                        self._ready.clear()
+                        await self._ready.wait()
+            if self._closed:
+                return
+            attempt += 1
+            try:
+                if attempt > 1:
+                    await asyncio.to_thread(self._rescan)
+                await asyncio.to_thread(self._open, lost_at)
+            except DeviceError as e:
+                delay = min(delay * 2, self.max_retry)
+                self._event(
+                    "retrying", f"attempt {attempt} failed ({e}); next in {delay:g} s", attempt
+                )
+                continue
+            self.reconnects += 1
+            gap = time.monotonic() - lost_at
+            self._event(
+                "restored", f"audio input {name!r} back after {gap:.1f} s", attempt, round(gap, 3)
+            )
+            return
 
     async def __aiter__(self) -> AsyncIterator[AudioChunk]:
+        if self._closed:
+            return
         if self._pa_stream is None:
             await self.start()
         assert self._ready is not None
+        check = min(0.25, self.stall_timeout / 2)
         try:
             while True:
                 while self._buf:
@@ -380,11 +635,16 @@ class MicSource:
                     break
                 self._ready.clear()
                 if not self._buf:
-                    await self._ready.wait()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(check):
+                            await self._ready.wait()
+                    if not self._buf and self._stalled():
+                        await self._reconnect()
         finally:
             await self.aclose()
 
     async def aclose(self) -> None:
+        global _open_streams
         if self._closed:
             return
         self._closed = True
@@ -392,10 +652,56 @@ class MicSource:
             self._ready.set()
         s, self._pa_stream = self._pa_stream, None
         if s is not None:
+            _open_streams -= 1
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(s.stop)
+                await asyncio.wait_for(asyncio.to_thread(s.stop), 5.0)
             with contextlib.suppress(Exception):
                 s.close()
+
+
+def add_mic_arguments(parser: Any) -> None:
+    """The microphone flags (`--mic`, `--device D`), shared by serve and enroll."""
+    if "--device" in parser._option_string_actions:
+        return
+    g = parser.add_argument_group("microphone")
+    if "--mic" not in parser._option_string_actions:
+        g.add_argument("--mic", action="store_true", help="recognise live audio from an input")
+    g.add_argument(
+        "--device",
+        default=None,
+        metavar="D",
+        help="input device: index or (part of a) name from `streamer devices` (default: default)",
+    )
+    g.add_argument(
+        "--mic-block-ms",
+        type=float,
+        default=10.0,
+        metavar="MS",
+        help="capture block (default 10 ms: smaller blocks, sooner labels)",
+    )
+
+
+def mic_from_args(
+    args: Any, rate: int = CANONICAL_RATE, on_event: DeviceListener | None = None, sd: Any = None
+) -> MicSource | None:
+    """The microphone the flags ask for (None without `--mic`); DeviceError up front if missing.
+
+    Checking the device here, before anything starts, makes a wrong `--device`
+    one line on stderr instead of a service that starts and then fails.
+    """
+    if not getattr(args, "mic", False):
+        return None
+    device = getattr(args, "device", None)
+    if sd is None:
+        find_input_device(device)
+    return MicSource(
+        device=device,
+        rate=rate,
+        block_ms=float(getattr(args, "mic_block_ms", None) or 10.0),
+        stream=getattr(args, "mic_stream", None) or "mic",
+        sd=sd,
+        on_event=on_event,
+    )
 
 
 def open_source(
