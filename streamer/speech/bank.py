@@ -261,6 +261,58 @@ class WordBank:
             x, nbest=nbest, dyn_range=dynamic_range_db(samples, self.sample_rate)
         )
 
+    # ---- enrollment ----------------------------------------------------------------------
+
+    def with_word(
+        self,
+        label: str,
+        model: WordModel,
+        dur_mean: float,
+        dur_std: float,
+        info: dict[str, Any] | None = None,
+    ) -> WordBank:
+        """A new bank with `label`'s model added (or replaced); every other word is untouched.
+
+        The calibration (logistic weights, threshold) and the background model
+        are kept, so the other words score exactly as before; only `label`'s
+        duration statistics (log frames) are set. Enrollment builds on this.
+        """
+        if model.means.shape[-1] != self.features.dim:
+            raise BankError(
+                f"{label}: model has {model.means.shape[-1]}-dimensional features, "
+                f"the bank {self.features.dim}"
+            )
+        labels = list(self.labels)
+        models = list(self.models)
+        c = self.calibration
+        n = len(labels)
+        dm = np.zeros(n) if c.dur_mean.size != n else c.dur_mean.astype(np.float64).copy()
+        ds = np.ones(n) if c.dur_std.size != n else c.dur_std.astype(np.float64).copy()
+        if label in labels:
+            i = labels.index(label)
+            models[i] = model
+            dm[i], ds[i] = dur_mean, dur_std
+        else:
+            labels.append(label)
+            models.append(model)
+            dm, ds = np.append(dm, dur_mean), np.append(ds, dur_std)
+        calibration = Calibration(
+            coef=c.coef.copy(),
+            intercept=c.intercept,
+            threshold=c.threshold,
+            dur_mean=dm,
+            dur_std=ds,
+        )
+        return WordBank(
+            labels,
+            models,
+            self.ubm,
+            self.features,
+            self.hmm_config,
+            calibration,
+            self.info if info is None else info,
+        )
+
     # ---- persistence ---------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:

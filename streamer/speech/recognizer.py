@@ -15,6 +15,12 @@ Backpressure: at most `max_pending` utterances are in the pool (queued or
 being recognised). `submit` waits for room, which holds up the pipeline and,
 through it, a replay source; nothing is dropped here. Results are futures in
 submission order; the pipeline emits them in that order, per stream.
+
+A new bank can be swapped in while audio flows (`swap`, used when the bank file
+changes under a running service): utterances submitted before the swap finish
+on the old bank, later ones use the new one. A process worker loads the new
+bank once the oldest utterance waiting is a new one (at once if it is idle), so
+nothing is dropped or re-ordered and no worker holds two banks.
 """
 
 from __future__ import annotations
@@ -203,6 +209,18 @@ def _worker_main(conn: Connection, factory: RecognizerFactory, inherited: list[i
             return
         if msg is None:
             return
+        if msg[0] == "load":  # a new bank (swap): keep the old one if it cannot load
+            _, new_factory, gen = msg
+            try:
+                rec = new_factory()
+                reply = ("loaded", gen, None)
+            except BaseException as e:
+                reply = ("loadfail", gen, f"{type(e).__name__}: {e}")
+            try:
+                conn.send(reply)
+            except (BrokenPipeError, OSError):
+                return
+            continue
         job, samples, rate, where = msg
         result, error = _run(rec, samples, rate, where)
         try:
@@ -217,6 +235,7 @@ class _Job:
     utt: Utterance
     future: asyncio.Future[WordEvent]
     attempts: int = 0
+    gen: int = 0  # the bank generation current when it was submitted
 
 
 @dataclass
@@ -226,6 +245,8 @@ class _Worker:
     ready: bool = False
     job: _Job | None = None
     pid: int | None = None
+    gen: int = 0  # the bank generation it holds
+    loading: bool = False  # busy loading a new bank (swap)
 
 
 @dataclass
@@ -238,6 +259,8 @@ class PoolStats:
     crashes: int = 0
     waited: float = 0.0  # seconds `submit` spent waiting for room (backpressure)
     crashed_utterances: list[str] = field(default_factory=list)
+    swaps: int = 0  # new banks swapped in
+    swap_failures: int = 0  # workers that could not load a swapped-in bank (kept the old one)
 
 
 class RecognizerPool:
@@ -280,6 +303,7 @@ class RecognizerPool:
         self._threads: ThreadPoolExecutor | None = None
         self._tls = threading.local()
         self._started: asyncio.Future[None] | None = None
+        self.generation = 0  # bumped by every swap
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -342,16 +366,41 @@ class RecognizerPool:
     def _thread_warm(self) -> int:
         rec = getattr(self._tls, "rec", None)
         if rec is None:
+            self._tls.gen = self.generation
             rec = self._tls.rec = self._make_local()
         return rec.sample_rate
 
     def _thread_run(
-        self, samples: np.ndarray, rate: int, where: str
+        self, samples: np.ndarray, rate: int, where: str, gen: int = 0
     ) -> tuple[Recognition, str | None]:
         rec = getattr(self._tls, "rec", None)
-        if rec is None:
+        if rec is None or getattr(self._tls, "gen", 0) < gen:
+            self._tls.gen = self.generation
             rec = self._tls.rec = self._make_local()
         return _run(rec, samples, rate, where)
+
+    def swap(self, factory: RecognizerFactory) -> int:
+        """Use `factory`'s recognizer for utterances submitted from now on; the new generation.
+
+        Utterances already submitted finish on the old one. The caller checks
+        beforehand that the factory works (a process worker that cannot load it
+        keeps its old bank and counts a `swap_failure`; inline, the error raises).
+        """
+        if self._closed:
+            raise ConfigError("the recognizer pool is closed")
+        if self.kind == "inline" and self._loop is not None:
+            old, self.factory = self.factory, factory
+            try:
+                self._inline = self._make_local()
+            except BaseException:
+                self.factory = old
+                raise
+        self.factory = factory
+        self.generation += 1
+        self.stats.swaps += 1
+        if self.kind == "process" and self._loop is not None:
+            self._dispatch()
+        return self.generation
 
     async def aclose(self) -> None:
         """Stop the workers; anything still queued fails with an error event."""
@@ -397,13 +446,13 @@ class RecognizerPool:
             self._finish(_Job(0, utt, fut), rec, err)
         elif self.kind == "thread":
             cf = self._loop.run_in_executor(
-                self._threads, self._thread_run, utt.samples, utt.rate, _where(utt)
+                self._threads, self._thread_run, utt.samples, utt.rate, _where(utt), self.generation
             )
             job = _Job(0, utt, fut)
             cf.add_done_callback(functools.partial(self._thread_done, job))
         else:
             self._next_id += 1
-            self._queue.append(_Job(self._next_id, utt, fut))
+            self._queue.append(_Job(self._next_id, utt, fut, gen=self.generation))
             self._dispatch()
         return fut
 
@@ -461,7 +510,7 @@ class RecognizerPool:
         )
         proc.start()
         child.close()
-        w = _Worker(proc=proc, conn=parent)
+        w = _Worker(proc=proc, conn=parent, gen=self.generation)
         self._workers.append(w)
         assert self._loop is not None
         self._loop.add_reader(parent.fileno(), self._on_readable, w)
@@ -498,6 +547,15 @@ class RecognizerPool:
                 self._dispatch()
             else:
                 self._fail_all(f"cannot load the recognizer in a worker: {info}", kind)
+            return
+        if msg[0] in ("loaded", "loadfail"):
+            tag, gen, why = msg
+            w.loading = False
+            w.gen = max(w.gen, gen)
+            if tag == "loadfail":
+                self.stats.swap_failures += 1
+                log.warning("recognition worker %s kept its old bank: %s", w.pid, why)
+            self._dispatch()
             return
         job_id, rec, err = msg
         job = w.job
@@ -552,15 +610,21 @@ class RecognizerPool:
 
     def _dispatch(self) -> None:
         for w in self._workers:
-            if not self._queue:
-                return
-            if w.ready and w.job is None:
-                job = self._queue.popleft()
+            if not w.ready or w.job is not None or w.loading:
+                continue
+            queue = self._queue
+            if queue and queue[0].gen <= w.gen:
+                job = queue.popleft()
                 w.job = job
                 u = job.utt
                 # on a dead worker the reader sees EOF next and handles the crash
                 with contextlib.suppress(BrokenPipeError, OSError):
                     w.conn.send((job.id, u.samples, u.rate, _where(u)))
+            elif w.gen < self.generation:
+                # a swap: the utterances before it are all out, so this worker moves on
+                w.loading = True
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    w.conn.send(("load", self.factory, self.generation))
 
 
 def measure_kinds(
