@@ -225,3 +225,21 @@ async def test_replay_can_publish_through_the_pub_emitter(
         await asyncio.wait_for(collector, 10)
     regimes = [m for m in got if m.kind == "regime"]
     assert [m.seq for m in regimes] == list(range(299)) and regimes[0].topic == "regime.BTC"
+
+
+async def test_serve_replays_csv_ticks_and_exits_when_done(
+    zctx: zmq.Context[Any], ipc: Callable[[str], str], tmp_path: Path
+) -> None:
+    from tests.market.conftest import write_csv
+
+    csv = write_csv(tmp_path / "ETH.csv", simulate(RegimeSpec.preset(2), 300, seed=6))
+    pub = ipc("pub")
+    args = serve_args(["--ticks", str(csv), "--speed", "0", "--warmup", "60", "--pub", pub,
+                       "--wait-subscribers", "1", "--metrics-interval", "0"])  # fmt: skip
+    got: list[P.Message] = []
+    async with Subscriber(pub, ["regime", "status", "metrics"], context=zctx) as sub:
+        collector = asyncio.create_task(collect_until_stopped(sub, got))
+        assert await asyncio.wait_for(Service(args, context=zctx, tune_gc=False).run(), 20) == 0
+        await asyncio.wait_for(collector, 10)
+    assert len([m for m in got if m.topic == "regime.ETH"]) == 299
+    assert [m for m in got if m.kind == "metrics"][-1].body["ticks"]["decoded"] == 299
