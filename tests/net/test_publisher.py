@@ -219,7 +219,9 @@ async def test_publishing_flags_and_context_manager(zctx: zmq.Context[Any]) -> N
     got: list[Any] = []
 
     async def listen() -> None:
-        async with Subscriber("inproc://publishing", ["regime", "status"], context=zctx) as s:
+        async with Subscriber(
+            "inproc://publishing", ["regime", "status"], context=zctx, snapshot=False
+        ) as s:
             async for m in s:
                 got.append(m)
                 if m.kind == "status" and m.body["state"] == "stopped":
@@ -233,6 +235,7 @@ async def test_publishing_flags_and_context_manager(zctx: zmq.Context[Any]) -> N
     states = [m.body["state"] for m in got if m.kind == "status"]
     assert states[-2:] == ["running", "stopped"] and "regime.BTC-USD" in {m.topic for m in got}
     args.wait_timeout = 0.1
+    args.pub = "inproc://publishing-2"  # inproc names are freed asynchronously after a close
     with pytest.raises(ConfigError, match="subscribed within"):
         async with publishing(args, context=zctx):
             pass
