@@ -264,18 +264,20 @@ class Service:
         return emit
 
     def mic_sources(self, rate: int) -> list[Any]:
-        """The microphone hook: live capture sources (the `--mic` flag comes in a later issue)."""
+        """Live capture: the microphone `--mic [--device D]` asks for (none without it)."""
         if not self.mic:
             return []
-        from streamer.audio.sources import MicSource
+        from streamer.audio.sources import mic_from_args
 
-        return [
-            MicSource(
-                device=getattr(self.args, "device", None),
-                rate=rate,
-                stream=getattr(self.args, "mic_stream", None) or "mic",
-            )
-        ]
+        mic = mic_from_args(self.args, rate=rate, on_event=self._device_event)
+        return [mic] if mic is not None else []
+
+    def _device_event(self, ev: Any) -> None:
+        """A microphone lost, retrying or restored: on the status topic, where users look."""
+        log.warning("%s: microphone %s (%s)", ev.stream, ev.kind, ev.detail)
+        pub = self.publisher
+        if pub is not None and pub._sock is not None:
+            pub.status(pub.state, detail=f"{ev.stream}: microphone {ev.kind} ({ev.detail})")
 
     async def _start_audio(self, pub: Publisher, tasks: dict[asyncio.Task[Any], str]) -> None:
         if not (self.audio or self.mic):

@@ -1,4 +1,4 @@
-"""`streamer serve [AUDIO...] [--ticks CSV] [--tick-feed ENDPOINT] [--pub ENDPOINT]`: the service.
+"""`streamer serve [AUDIO...] [--mic] [--ticks CSV] [--tick-feed ENDPOINT] [--pub ENDPOINT]`.
 
 Runs until every finite input is done (or for good with a live tick feed, or
 `--stay`), publishing words, regimes, heartbeats, status and metrics as in
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from streamer.audio.sources import add_mic_arguments
 from streamer.commands import replay
 from streamer.net.feed import add_feed_arguments
 from streamer.net.protocol import DEFAULT_PUB
@@ -26,6 +27,7 @@ HELP = "run the service: audio and ticks in, words and regimes out over ZeroMQ"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     replay.add_arguments(p)
+    add_mic_arguments(p)
     add_pub_arguments(p)
     add_feed_arguments(p)
     g = p.add_argument_group("service")
