@@ -237,8 +237,12 @@ def _endpoint() -> str:
     return "tcp://127.0.0.1:*"
 
 
-async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> Scoreboard:
-    """Speak, serve, subscribe, print; the scoreboard (its accuracy is the last line printed)."""
+async def run_demo(opts: DemoOptions, out: TextIO | None = None) -> Scoreboard:
+    """Speak, serve, subscribe, print (to stdout by default); the scoreboard.
+
+    The last line printed is the word accuracy.
+    """
+    out = out or sys.stdout
     from streamer.commands import serve as serve_cmd
     from streamer.net.subscriber import Subscriber
     from streamer.paths import default_bank_path
@@ -280,7 +284,7 @@ async def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> Scoreboard:
             f"streamer demo: {len(truth)} words ({', '.join(labels)}) spoken by {n_voices} "
             f"voices the bank never heard, {duration:.0f} s of audio"
             + (f", with {prices.ticks} prices ({prices.source})" if prices else "")
-            + f", at {opts.speed:g}x real time"
+            + (f", at {opts.speed:g}x real time" if opts.speed else ", as fast as it goes")
         )
         board = Scoreboard(truth, prices)
         task = asyncio.create_task(service.run(), name="demo:service")
