@@ -26,6 +26,7 @@ from typing import Any, TextIO
 from streamer.audio.segmenter import SegmenterConfig
 from streamer.audio.sources import WavSource
 from streamer.errors import ConfigError, StreamerError
+from streamer.net.publisher import add_pub_arguments, publishing
 from streamer.paths import default_bank_path
 from streamer.speech.pipeline import run_stream
 from streamer.speech.recognizer import KINDS, RecognizerPool, bank_factory
@@ -106,6 +107,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     if _ticks is not None:
         _ticks.add_tick_arguments(p)
+    add_pub_arguments(p)
 
 
 def segmenter_config(args: argparse.Namespace) -> SegmenterConfig:
@@ -236,6 +238,13 @@ def _print_stats(stats: list[Any], pool: RecognizerPool | None, results: list[An
 
 
 def run(args: argparse.Namespace) -> int:
-    emit = Emitter(sys.stdout, latency=args.latency)
-    failed = asyncio.run(replay(args, emit))
+    if args.pub:  # publish over ZeroMQ instead of printing
+
+        async def main() -> int:
+            async with publishing(args, sources=list(args.audio or [])) as pub:
+                return await replay(args, pub)  # type: ignore[arg-type]
+
+        failed = asyncio.run(main())
+    else:
+        failed = asyncio.run(replay(args, Emitter(sys.stdout, latency=args.latency)))
     return 2 if failed else 0
