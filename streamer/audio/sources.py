@@ -424,6 +424,7 @@ class MicSource:
         sd: Any = None,
         latency: Any = _AUTO,
         stall_timeout: float = 1.0,
+        open_timeout: float = 3.0,
         retry: float = 0.25,
         max_retry: float = 5.0,
         on_event: DeviceListener | None = None,
@@ -441,6 +442,8 @@ class MicSource:
         # PortAudio's "low" latency: a word's end reaches us tens of ms sooner than "high"
         self.latency = ("low" if sd is None else None) if latency is _AUTO else latency
         self.stall_timeout = stall_timeout
+        # a freshly started sound server can take ~2 s to deliver the first block
+        self.open_timeout = max(open_timeout, stall_timeout)
         self.retry = retry
         self.max_retry = max_retry
         self.on_event = on_event
@@ -458,6 +461,8 @@ class MicSource:
         self._ready: asyncio.Event | None = None
         self._pa_stream: Any = None
         self._last_cb = 0.0  # time.monotonic() of the last callback
+        self._opened_at = 0.0
+        self._heard = False  # a callback came since the stream was (re)opened
         self._closed = False
         self.device_name: str | None = None
 
@@ -470,6 +475,7 @@ class MicSource:
         """PortAudio thread: never blocks, never raises."""
         try:
             self._last_cb = time.monotonic()
+            self._heard = True
             start = self._captured
             self._captured += frames
             if status and getattr(status, "input_overflow", False):
@@ -521,7 +527,8 @@ class MicSource:
             gap = max(0, round((time.monotonic() - gap_from) * self.rate))
             self._captured += gap
             self.gap_samples += gap
-        self._last_cb = time.monotonic()
+        self._last_cb = self._opened_at = time.monotonic()
+        self._heard = False
         try:
             s.start()
         except Exception as e:
@@ -543,6 +550,8 @@ class MicSource:
             return False
         if s is None or not getattr(s, "active", True):
             return True
+        if not self._heard:
+            return time.monotonic() - self._opened_at > self.open_timeout
         return time.monotonic() - self._last_cb > self.stall_timeout
 
     def _event(self, kind: str, detail: str, attempt: int = 0, gap: float = 0.0) -> None:
