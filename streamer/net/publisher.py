@@ -94,6 +94,9 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+SNAPSHOT_GRACE = 1.0  # seconds wait_subscribers allows the new subscribers to take snapshots
+
+
 class Publisher:
     """XPUB + snapshot ROUTER + heartbeat; use as ``async with Publisher(...) as pub``."""
 
@@ -440,6 +443,13 @@ class Publisher:
             while self.subscribers < n:
                 self._sub_changed.clear()
                 await self._sub_changed.wait()
+        if self._router is not None:
+            # A client that takes a snapshot drops live updates at or below it: let the
+            # subscribers that will ask for one get it before anything is published, so a
+            # fast start is not lost to them. Clients that take none cost a short grace.
+            deadline = asyncio.get_running_loop().time() + SNAPSHOT_GRACE
+            while self.snapshots_served < n and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
 
     def _read_subscriptions(self) -> None:
         sock = self._sock
