@@ -43,7 +43,7 @@ class FeatureConfig:
     # Spectral subtraction: the mean power spectrum of the quietest frames (the noise
     # around the word) times `denoise` is taken off every frame, leaving at least
     # `denoise_floor` of the frame's own power. 0 turns it off.
-    denoise: float = 0.0
+    denoise: float = 1.0
     denoise_floor: float = 0.1
     denoise_quantile: float = 0.15
 
@@ -66,6 +66,7 @@ class FeatureConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureConfig:
         known = {f.name for f in fields(cls)}
+        d = {"denoise": 0.0, **d}  # banks written before spectral subtraction existed
         return cls(**{k: v for k, v in d.items() if k in known})
 
 

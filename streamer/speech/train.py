@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,41 @@ from streamer.speech.bank import (
 from streamer.speech.features import FeatureConfig, dynamic_range_db, mfcc
 
 log = logging.getLogger(__name__)
+
+# Words that train the background model (speech in general). Disjoint from OOV_WORDS
+# (calibration) and from the evaluation's test words, and from the fruit vocabulary.
+BACKGROUND_WORDS = (
+    "house",
+    "green",
+    "morning",
+    "sister",
+    "orchestra",
+    "blanket",
+    "seventy",
+    "kettle",
+    "garage",
+    "velvet",
+    "thunder",
+    "machine",
+    "lantern",
+    "umbrella",
+    "saturday",
+    "engine",
+    "basket",
+    "ticket",
+    "island",
+    "shadow",
+    "nineteen",
+    "zero",
+    "because",
+    "little",
+    "quickly",
+    "under",
+    "over",
+    "people",
+    "family",
+    "winter",
+)
 
 # Words used only as out-of-vocabulary examples when calibrating rejection. None of
 # the fruit words the shipped bank knows is here, so rejection tests on held-out
@@ -98,6 +133,7 @@ class TrainConfig:
     calibrate: bool = True
     calib_fraction: float = 0.25
     target_false_reject: float = 0.02
+    background_words: bool = False  # train the background model on non-vocabulary words too
     seed: int = 0
     # Worker processes fitting words in parallel (0: one per core). More than 1 starts
     # processes, so a script calling train_bank needs the `if __name__ == "__main__"` guard.
@@ -201,7 +237,10 @@ def _synth_examples(label: str, voices: Sequence, rate: int) -> list[np.ndarray]
 
 
 def _fit_models(
-    examples: Dataset, cfg: TrainConfig, progress: Reporter | None
+    examples: Dataset,
+    cfg: TrainConfig,
+    progress: Reporter | None,
+    background: list[np.ndarray] | None = None,
 ) -> tuple[list, tuple, np.ndarray, np.ndarray]:
     feat = _Featurizer(cfg.features)
     all_seqs: list[list[np.ndarray]] = []
@@ -235,7 +274,10 @@ def _fit_models(
             if progress:
                 progress(label)
     all_frames = [np.concatenate(s) for s in all_seqs]
-    ubm = fit_background(np.concatenate(all_frames), cfg.hmm.ubm_components, cfg.hmm.seed)
+    feats_bg = [f for x in background or [] if (f := feat(x)) is not None]
+    ubm = fit_background(
+        np.concatenate(all_frames + feats_bg), cfg.hmm.ubm_components, cfg.hmm.seed
+    )
     return models, ubm, np.array(dur_mean), np.array(dur_std)
 
 
@@ -246,7 +288,23 @@ def _build(
     examples = {
         label: augment(real[label] + synth.get(label, []), cfg, rng, noise) for label in real
     }
-    return _fit_models(examples, cfg, progress)
+    return _fit_models(examples, cfg, progress, _background_speech(list(real), cfg, rng, noise))
+
+
+def _background_speech(
+    labels: list[str], cfg: TrainConfig, rng: np.random.Generator, noise: dict
+) -> list[np.ndarray]:
+    """Ordinary words the bank does not know, for the background model: it then stands
+    for speech in general, so an unknown word fits it better than any word model."""
+    if not cfg.background_words:
+        return []
+    vocab = {w.lower() for w in labels}
+    voices = TRAIN_VOICES[: max(4, cfg.synth_voices)]
+    xs = [
+        synthesize(w, voices[i % len(voices)], cfg.features.sample_rate)
+        for i, w in enumerate(w for w in BACKGROUND_WORDS if w not in vocab)
+    ]
+    return augment([x for x in xs if x.size], replace(cfg, speeds=()), rng, noise)
 
 
 def _calibration_set(

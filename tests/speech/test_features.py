@@ -68,3 +68,25 @@ def test_deltas_of_a_ramp_are_constant() -> None:
     ramp = np.arange(20, dtype=float)[:, None] * np.array([[1.0, 2.0]])
     d = _deltas(ramp, 2)
     np.testing.assert_allclose(d[2:-2], [[1.0, 2.0]] * 16)
+
+
+def test_spectral_subtraction_takes_off_steady_noise(rng: np.random.Generator) -> None:
+    """Subtraction lowers the log filterbank energy of noise-only frames (the margins a
+    VAD leaves around a word) much more than that of the word itself."""
+    from streamer.audio.noise import add_noise
+    from streamer.speech.features import _cepstra
+
+    noisy = add_noise(chirp(8000), 10.0, "white", rng, margin=(0.3, 0.3))
+    off = _cepstra(noisy.astype(np.float64), FeatureConfig(denoise=0.0))[:, 0]  # log energy
+    on = _cepstra(noisy.astype(np.float64), FeatureConfig(denoise=1.0))[:, 0]
+    margin, word = slice(2, 25), slice(45, 88)
+    assert (off[margin] - on[margin]).mean() > 0.5  # noise frames lose over a third
+    assert (off[word] - on[word]).mean() < 0.2  # loud speech frames barely move
+
+
+def test_old_banks_keep_their_features() -> None:
+    """A bank saved before spectral subtraction existed is read with it off."""
+    cfg = FeatureConfig.from_dict({k: v for k, v in FeatureConfig().to_dict().items()
+                                   if not k.startswith("denoise")})
+    assert cfg.denoise == 0.0
+    assert FeatureConfig.from_dict(FeatureConfig().to_dict()) == FeatureConfig()

@@ -63,3 +63,16 @@ def test_training_kinds_leave_realistic_kinds_unseen() -> None:
     assert {"babble", "hum", "factory"}.isdisjoint(TRAINING_KINDS)
     with pytest.raises(ConfigError, match="unknown noise kind"):
         make_noise("rain", 10, 8000, np.random.default_rng(0))
+
+
+def test_word_lists_are_disjoint() -> None:
+    """Background, calibration and test words never overlap, nor name a fruit of the bank."""
+    from streamer.speech.evaluate import TEST_OOV_WORDS
+    from streamer.speech.train import BACKGROUND_WORDS, OOV_WORDS
+
+    fruits = {"apple", "banana", "kiwi", "lime", "orange", "peach", "pineapple"}
+    lists = [set(BACKGROUND_WORDS), set(OOV_WORDS), set(TEST_OOV_WORDS), fruits]
+    words = [{p for w in s for p in w.split()} for s in lists]
+    for i in range(len(words)):
+        for j in range(i + 1, len(words)):
+            assert not words[i] & words[j], words[i] & words[j]
