@@ -210,6 +210,7 @@ class Service:
         self._tick_result: dict[str, Any] | None = None
         self._signals = 0
         self._reaped: set[asyncio.Task[Any]] = set()
+        self._bank_watch: asyncio.Task[None] | None = None
 
     # -- stopping -------------------------------------------------------------------------------
 
@@ -291,6 +292,7 @@ class Service:
         args = self.args
         cfg = segmenter_config(args)
         factory = self.recognizer_factory
+        bank_path: Path | None = None
         if factory is None:
             from streamer.speech.bank import WordBank
 
@@ -316,6 +318,7 @@ class Service:
             max_pending=getattr(args, "max_pending", None),
         )
         await self._pool.start(wait=False)
+        self._watch_bank(pub, bank_path)
         emit = self._speech_emit(pub)
 
         async def one(src: Any) -> None:
@@ -323,6 +326,20 @@ class Service:
 
         for src in self._sources:
             tasks[asyncio.create_task(one(src), name=f"audio:{src.stream}")] = f"audio {src.stream}"
+
+    def _watch_bank(self, pub: Publisher, bank_path: Path | None) -> None:
+        """Swap a changed bank file (`streamer enroll`) into the workers, between utterances."""
+        interval = float(getattr(self.args, "watch_bank", 0) or 0)
+        if bank_path is None or interval <= 0 or self._pool is None:
+            return
+        from streamer.speech.enroll import BankWatcher
+
+        def said(kind: str, detail: str) -> None:
+            if pub._sock is not None:
+                pub.status(pub.state, detail=f"bank {detail}")
+
+        watcher = BankWatcher(bank_path, self._pool, interval=interval, on_event=said)
+        self._bank_watch = asyncio.create_task(watcher.run(), name="bank-watch")
 
     def _start_ticks(self, pub: Publisher, tasks: dict[asyncio.Task[Any], str]) -> None:
         if not self.ticks:
@@ -417,6 +434,10 @@ class Service:
                 pub.publish_metrics()
                 pub.status("stopped")  # last: a client that sees it has everything
         finally:
+            if self._bank_watch is not None:
+                self._bank_watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._bank_watch
             for t in tasks:
                 if not t.done():
                     t.cancel()

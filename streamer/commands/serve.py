@@ -41,6 +41,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_DRAIN_TIMEOUT:g})",
     )
     g.add_argument(
+        "--watch-bank",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="check the bank file every S seconds and swap a changed one in (after "
+        "`streamer enroll`) without dropping audio; 0 = never (default 1)",
+    )
+    g.add_argument(
         "--stay",
         action="store_true",
         help="keep serving heartbeats and snapshots after the inputs end, until a signal",

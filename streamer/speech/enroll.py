@@ -319,7 +319,10 @@ class BankWatcher:
         return True
 
     async def run(self) -> None:
-        """Poll until cancelled."""
+        """Poll until cancelled; a failed poll is logged and the next one tried."""
         while True:
             await asyncio.sleep(self.interval)
-            await self.check()
+            try:
+                await self.check()
+            except Exception:  # the service must go on with the bank it has
+                log.exception("checking the bank file %s failed", self.path)

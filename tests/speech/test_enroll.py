@@ -187,3 +187,50 @@ async def test_a_bank_swapped_mid_stream_drops_nothing(tmp_path: Path, cherry: W
     assert events[0].recognition.label != "cherry"  # before the swap: not a word it knew
     assert events[-1].recognition.label == "cherry"  # well after it
     assert pool.stats.swaps == 1
+
+
+async def test_a_running_service_picks_up_an_enrolled_word(
+    tmp_path: Path, cherry: WordBank
+) -> None:
+    """`streamer serve` with --watch-bank: the bank file changes mid-replay (as `streamer enroll`
+    writes it) and the words after the change are recognised with the new bank; the swap is
+    announced on the status topic and nothing is dropped."""
+    from streamer.commands import serve as serve_cmd
+    from streamer.net.subscriber import Subscriber
+    from streamer.service import Service, resolve_config
+
+    path = tmp_path / "bank.npz"
+    shutil.copy(default_bank_path(), path)
+    words = ["cherry", "kiwi", "lime", "orange", "peach", "banana", "kiwi", "cherry"]
+    gap = np.zeros(3200, dtype=np.float32)
+    parts = [gap]
+    for i, w in enumerate(words):
+        parts += [synthesize(w, HELDOUT_VOICES[(i + 2) % len(HELDOUT_VOICES)]), gap]
+    wav = tmp_path / "words.wav"
+    write_wav(wav, np.concatenate(parts), 8000)
+    argv = [str(wav), "--bank", str(path), "--speed", "4", "--pub", "tcp://127.0.0.1:*"]
+    argv += ["--wait-subscribers", "1", "--watch-bank", "0.05", "--metrics-interval", "0"]
+    parser = serve_cmd._parser()
+    args = parser.parse_args(argv)
+    resolve_config(args, parser)
+    service = Service(args, tune_gc=False)
+    task = asyncio.create_task(service.run())
+    while service.publisher is None or "*" in service.publisher.endpoint:
+        await asyncio.sleep(0.01)
+    labels: list[str | None] = []
+    details: list[str] = []
+    async with Subscriber(service.publisher.endpoint, ["speech", "status"]) as sub:
+        async with asyncio.timeout(30):
+            async for msg in sub:
+                if msg.kind == "speech":
+                    labels.append(msg.body["label"])
+                    if len(labels) == 2:
+                        cherry.save(path)  # what `streamer enroll` does
+                elif msg.body.get("detail"):
+                    details.append(msg.body["detail"])
+                if msg.kind == "status" and msg.body["state"] == "stopped":
+                    break
+    assert await task == 0
+    assert len(labels) == len(words)
+    assert labels[0] != "cherry" and labels[-1] == "cherry"
+    assert any(d.startswith("bank reloaded") and "cherry" in d for d in details)
