@@ -24,10 +24,8 @@ $(BIN)/python:
 venv: $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 
-STREAMER_DATA ?= ../shared/data
-
 demo: setup
-	$(BIN)/streamer recognize $(STREAMER_DATA)/fruits/*/*.wav
+	$(BIN)/streamer demo
 
 test: setup
 	$(BIN)/python -m pytest -q
