@@ -86,7 +86,8 @@ def test_spectral_subtraction_takes_off_steady_noise(rng: np.random.Generator) -
 
 def test_old_banks_keep_their_features() -> None:
     """A bank saved before spectral subtraction existed is read with it off."""
-    cfg = FeatureConfig.from_dict({k: v for k, v in FeatureConfig().to_dict().items()
-                                   if not k.startswith("denoise")})
+    cfg = FeatureConfig.from_dict(
+        {k: v for k, v in FeatureConfig().to_dict().items() if not k.startswith("denoise")}
+    )
     assert cfg.denoise == 0.0
     assert FeatureConfig.from_dict(FeatureConfig().to_dict()) == FeatureConfig()
