@@ -80,6 +80,9 @@ def fold_bank(train: list[tuple[str, Path]], cache: Path, log: Any) -> Path:
     from streamer.speech.train import train_bank
 
     key = hashlib.sha1("\n".join(sorted(str(p.resolve()) for _, p in train)).encode())
+    # the recipe is part of the key: a bank cached by older training code is not reused
+    for mod in ("speech/train.py", "speech/features.py", "speech/bank.py", "audio/noise.py"):
+        key.update((ROOT / "streamer" / mod).read_bytes())
     key = key.hexdigest()[:12]
     out = cache / f"bank-{key}.npz"
     if out.exists():
