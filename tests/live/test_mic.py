@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 from streamer.audio.segmenter import Segmenter
 from streamer.audio.sources import DeviceEvent, MicSource
 from streamer.audio.synth import HELDOUT_VOICES, synthesize
+from streamer.paths import default_bank_path
 from streamer.speech.bank import WordBank
 from tests.live.conftest import VirtualMic
 
@@ -171,31 +173,53 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_serve_mic_publishes_what_the_microphone_hears(virtual_mic: VirtualMic) -> None:
-    """`streamer serve --mic` as a user runs it; a subscriber checks the words."""
+async def test_serve_mic_publishes_what_the_microphone_hears(
+    virtual_mic: VirtualMic, tmp_path: Path
+) -> None:
+    """`streamer serve --mic` as a user runs it; a subscriber checks the words. Then a word is
+    enrolled into the bank it serves, and the next time it is said, it is recognised."""
     from streamer.net.subscriber import Subscriber
+    from streamer.speech.enroll import enroll_word
 
     vm = virtual_mic
-    port = _free_port()
-    endpoint = f"tcp://127.0.0.1:{port}"
-    proc = await asyncio.create_subprocess_exec(
-        *STREAMER,
-        "serve",
-        "--mic",
-        "--pub",
-        endpoint,
-        "--no-snapshot",
-        "--wait-subscribers",
-        "1",
-        env=vm.env,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    bank = tmp_path / "bank.npz"
+    shutil.copy(default_bank_path(), bank)
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    with open(tmp_path / "serve.log", "wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *STREAMER,
+            "serve",
+            "--mic",
+            "--bank",
+            str(bank),
+            "--watch-bank",
+            "0.2",
+            "--pub",
+            endpoint,
+            "--no-snapshot",
+            "--wait-subscribers",
+            "1",
+            env=vm.env,
+            stderr=log,
+        )
     loop = asyncio.get_running_loop()
     labels: list[str | None] = []
     states: list[str] = []
+
+    async def next_label(sub: Subscriber) -> str | None:
+        async for msg in sub:
+            if msg.kind == "speech":
+                return msg.body["label"]
+        raise AssertionError("the subscription ended")
+
+    def enroll() -> None:
+        takes = [synthesize("cherry", HELDOUT_VOICES[0], 8000) for _ in range(2)]
+        new, _ = enroll_word(WordBank.load(bank), "cherry", takes)
+        new.save(bank)  # what `streamer enroll` does
+
     try:
         async with Subscriber(endpoint, ["speech", "status"], snapshot=False) as sub:
-            async with asyncio.timeout(40):
+            async with asyncio.timeout(60):
                 async for msg in sub:
                     if msg.kind == "status":
                         states.append(msg.body["state"])
@@ -203,12 +227,13 @@ async def test_serve_mic_publishes_what_the_microphone_hears(virtual_mic: Virtua
                             break
                 for word, voice in WORDS:
                     await loop.run_in_executor(None, vm.play, _say(vm, word, voice))
-                    await asyncio.sleep(0.3)
+                    labels.append(await next_label(sub))
+                await loop.run_in_executor(None, enroll)
                 async for msg in sub:
-                    if msg.kind == "speech":
-                        labels.append(msg.body["label"])
-                        if len(labels) == len(WORDS):
-                            break
+                    if msg.kind == "status" and "bank reloaded" in msg.body.get("detail", ""):
+                        break
+                await loop.run_in_executor(None, vm.play, _say(vm, "cherry", 3))
+                labels.append(await next_label(sub))
                 proc.send_signal(signal.SIGTERM)
                 async for msg in sub:
                     if msg.kind == "status":
@@ -220,5 +245,5 @@ async def test_serve_mic_publishes_what_the_microphone_hears(virtual_mic: Virtua
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    assert labels == [w for w, _ in WORDS]
+    assert labels == [w for w, _ in WORDS] + ["cherry"]
     assert states[-2:] == ["draining", "stopped"]
