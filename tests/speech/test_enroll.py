@@ -179,7 +179,8 @@ async def test_a_bank_swapped_mid_stream_drops_nothing(tmp_path: Path, cherry: W
                 cherry.save(path)
                 assert await watcher.check()
 
-        src = WavSource(audio, source_rate=8000, speed=0, chunk_ms=100)
+        # paced (5x): the swap comes while the later words are still to be spoken
+        src = WavSource(audio, source_rate=8000, speed=5, chunk_ms=20)
         stats = await run_stream(src, pool, emit_and_watch)
     assert stats.utterances == len(words) == len(events)
     assert [e.index for e in events] == list(range(len(words)))
