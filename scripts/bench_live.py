@@ -11,10 +11,11 @@ default PortAudio input. Three figures:
    finished playing (paplay exits once its stream has drained into the sink;
    the WAV ends at the word's last audible sample) to its label arriving at the
    subscriber. The VAD's share is read from the event itself: `closed_at - end`
-   in stream time is how long the segmenter waited in quiet after the word
-   (its hangover, plus the frames its 30 ms energy smoothing stays loud). The
-   words are demo-style: held-out voices, jittered speed, pitch and level; their
-   labels give the label accuracy through the microphone too.
+   in stream time is how long the segmenter waited in quiet after the word's
+   last loud frame (its hangover). The rest is the capture device, the frame or
+   two by which the 30 ms energy smoothing keeps the word loud past its end,
+   recognition and ZeroMQ. The words are demo-style: held-out voices, jittered
+   speed, pitch and level; their labels give the accuracy through the mic too.
 2. **Demo stream accuracy** with the default bank: `streamer demo`'s stream and
    scoring (held-out voices through the whole service), for several seeds.
 3. **Enrollment.** Five takes of a new word are recorded through the microphone
@@ -36,6 +37,7 @@ import asyncio
 import contextlib
 import io
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -314,8 +316,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", default=None, help="write every figure here")
     a = p.parse_args(argv)
-    import logging
-
     logging.getLogger("streamer.net.publisher").setLevel(logging.ERROR)  # "waiting for 1..."
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
         vm = VirtualMic(Path(tmp))
