@@ -1,9 +1,10 @@
 """Speech synthesised with eSpeak NG, for training voices, the demo and tests.
 
 The PyPI package `espeakng-loader` ships `libespeak-ng.so` and its data, so no
-system package is needed; we drive the C API through ctypes. Output is
-deterministic for a given text and voice, which keeps tests and the demo
-reproducible.
+system package is needed; we drive the C API through ctypes. The same sequence
+of calls in a fresh process gives the same samples (the noise seed is reset per
+call), which keeps training reproducible; within one process the engine's filter
+state carries over, so repeating a word gives a near, not exact, copy.
 """
 
 from __future__ import annotations
