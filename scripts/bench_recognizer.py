@@ -156,16 +156,12 @@ def main() -> None:
         sub = {w: xs for w, xs in data.items() if w not in out_words}
         for train, test in folds_of(sub, args.folds, seed=0)[: 1 if args.quick else 2]:
             bk = train_bank(train, cfg)
-            for xs in test.values():
+            for xs in test.values():  # known words: only whether they are rejected counts
                 for x in xs:
-                    r = bk.recognize(x)
-                    inv.truth.append(0), inv.best.append(0)
-                    inv.accepted.append(r.label is not None), inv.confidence.append(r.confidence)
+                    inv.record(0, 0, bk.recognize(x))
             for w in out_words:
                 for x in data[w]:
-                    r = bk.recognize(x)
-                    oov.truth.append(-1), oov.best.append(0)
-                    oov.accepted.append(r.label is not None), oov.confidence.append(r.confidence)
+                    oov.record(-1, 0, bk.recognize(x))
     print(
         f"out-of-vocabulary (train on 5 words, present the other 2; pairs "
         f"{[(labels[a], labels[b]) for a, b in pairs]}): true-reject {pct(oov.true_reject())} "

@@ -18,6 +18,7 @@ import numpy as np
 from streamer.audio.noise import add_noise, make_noise
 from streamer.audio.synth import HELDOUT_VOICES, synthesize
 from streamer.errors import AudioError
+from streamer.messages import Recognition
 from streamer.speech.bank import WordBank
 from streamer.speech.train import Dataset, TrainConfig, list_dataset, load_dataset, train_bank
 
@@ -58,17 +59,15 @@ class Scores:
     confidence: list[float] = field(default_factory=list)
 
     def add(self, y: int, bank: WordBank, x: np.ndarray) -> None:
+        """Recognise `x` (truth: word index `y`, or -1 for out of vocabulary) and record it."""
         r = bank.recognize(x)
+        self.record(y, bank.labels.index(r.best), r)
+
+    def record(self, y: int, best: int, r: Recognition) -> None:
         self.truth.append(y)
-        self.best.append(bank.labels.index(r.best))
+        self.best.append(best)
         self.accepted.append(r.label is not None)
         self.confidence.append(r.confidence)
-
-    def extend(self, other: Scores) -> None:
-        self.truth += other.truth
-        self.best += other.best
-        self.accepted += other.accepted
-        self.confidence += other.confidence
 
     @property
     def n(self) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import zipfile
@@ -236,7 +235,6 @@ def test_bank_file_is_plain_arrays(bank: WordBank, tmp_path: Path) -> None:
             assert b"'descr': '|O'" not in header  # no object arrays anywhere
     meta = json.loads(np.load(p, allow_pickle=False)["meta"].tobytes())
     assert meta["format"] == "streamer-bank" and meta["labels"] == bank.labels
-    assert io  # keep import used
 
 
 def test_confidence_is_a_probability(bank: WordBank, truth: dict[str, hmm.GaussianHMM]) -> None:
