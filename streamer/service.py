@@ -274,8 +274,9 @@ class Service:
         return [mic] if mic is not None else []
 
     def _device_event(self, ev: Any) -> None:
-        """A microphone lost, retrying or restored: on the status topic, where users look."""
-        log.warning("%s: microphone %s (%s)", ev.stream, ev.kind, ev.detail)
+        """A microphone lost, retrying or restored: on the status topic, where users look.
+
+        (The source itself logs the event; this only publishes it.)"""
         pub = self.publisher
         if pub is not None and pub._sock is not None:
             pub.status(pub.state, detail=f"{ev.stream}: microphone {ev.kind} ({ev.detail})")
