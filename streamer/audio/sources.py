@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from streamer.audio.wav import CANONICAL_RATE, load_audio, to_canonical, to_pcm16
+from streamer.clock import Clock, LoopClock, VirtualClock
 from streamer.errors import AudioError, ConfigError, DeviceError
 from streamer.messages import AudioChunk
 
@@ -53,44 +54,6 @@ __all__ = [
     "load_portaudio",
     "mic_from_args",
 ]
-
-
-class Clock(Protocol):
-    """Where a paced source reads the time and waits: the loop's clock, or a fake one."""
-
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class LoopClock:
-    """The running event loop's monotonic clock."""
-
-    def now(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
-
-
-class VirtualClock:
-    """A clock that moves only when someone sleeps on it: pacing tests run instantly."""
-
-    def __init__(self, start: float = 0.0) -> None:
-        self.t = start
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        """Let time pass without a sleep (a slow consumer, say)."""
-        self.t += seconds
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += max(0.0, seconds)
-        await asyncio.sleep(0)
 
 
 class AudioSource(Protocol):

@@ -30,16 +30,15 @@ from __future__ import annotations
 import asyncio
 import csv
 import math
-import time
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
+from streamer.clock import Clock, MonotonicClock, VirtualClock
 from streamer.errors import ConfigError, TickError
 from streamer.messages import Tick
 
@@ -287,44 +286,6 @@ def iter_csv(
         reader.skipped = skipped
     for _, t, p in reader:
         yield Tick(symbol, t, p)
-
-
-class Clock(Protocol):
-    """Where replay reads the time and waits: `MonotonicClock` for real, `VirtualClock` in tests."""
-
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class MonotonicClock:
-    """The real clock: `time.monotonic` and `asyncio.sleep`."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class VirtualClock:
-    """An in-memory clock: sleeping advances it at once (plus `overshoot`), and is recorded."""
-
-    def __init__(self, start: float = 0.0, overshoot: float = 0.0) -> None:
-        self.t = start
-        self.overshoot = overshoot
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.t += max(seconds, 0.0) + self.overshoot
-        await asyncio.sleep(0)
 
 
 async def pace(
