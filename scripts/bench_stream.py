@@ -42,6 +42,7 @@ from make_stream import build_stream, collect, write_wav
 from streamer.audio.score import Event, match, percentiles
 from streamer.audio.sources import WavSource
 from streamer.audio.wav import load_audio, to_pcm16
+from streamer.config import AudioConfig
 from streamer.paths import data_dir
 from streamer.speech.pipeline import run_stream
 from streamer.speech.recognizer import RecognizerPool, bank_factory
@@ -127,13 +128,17 @@ async def replay(
         t1 = time.perf_counter()
         pids = [w.proc.pid for w in pool._workers]
         cpu0 = self_cpu() + sum(proc_cpu(p) for p in pids)
-        chunk = 1000 if speed == 0 else 20  # as `streamer replay` does
+        chunk = AudioConfig().block_ms(speed)  # as `streamer replay` does
         src = WavSource(pcm, source_rate=8000, speed=speed, stream="bench", chunk_ms=chunk)
 
-        def emit(e, delay):  # type: ignore[no-untyped-def]
-            events.append(Event(e.recognition.label, e.start, e.end, e.closed_at, delay))
+        class Sink:
+            def publish(self, e, delay=None):  # type: ignore[no-untyped-def]
+                events.append(Event(e.recognition.label, e.start, e.end, e.closed_at, delay))
 
-        await run_stream(src, pool, emit)
+            def publish_many(self, msgs):  # type: ignore[no-untyped-def]
+                raise AssertionError("no ticks here")
+
+        await run_stream(src, pool, Sink())
         t2 = time.perf_counter()
         cpu = self_cpu() + sum(proc_cpu(p) for p in pids) - cpu0
     return events, t2 - t1, t1 - t0, cpu
@@ -185,17 +190,21 @@ def rss_child(wav: str, bank: str) -> None:
             src = WavSource(wav, speed=0, chunk_ms=1000)
             wpid = pool._workers[0].proc.pid
 
-            def emit(e, delay):  # type: ignore[no-untyped-def]
-                while marks and e.closed_at >= marks[0]:
-                    t = marks.pop(0)
-                    r = rss_kb()
-                    try:
-                        w = rss_kb(wpid)
-                    except OSError:
-                        w = {}
-                    print(json.dumps({"t": t, "main": r, "worker": w}), flush=True)
+            class Sink:
+                def publish(self, e, delay=None):  # type: ignore[no-untyped-def]
+                    while marks and e.closed_at >= marks[0]:
+                        t = marks.pop(0)
+                        r = rss_kb()
+                        try:
+                            w = rss_kb(wpid)
+                        except OSError:
+                            w = {}
+                        print(json.dumps({"t": t, "main": r, "worker": w}), flush=True)
 
-            await run_stream(src, pool, emit)
+                def publish_many(self, msgs):  # type: ignore[no-untyped-def]
+                    raise AssertionError("no ticks here")
+
+            await run_stream(src, pool, Sink())
             print(json.dumps({"t": "end", "main": rss_kb(), "worker": rss_kb(wpid)}), flush=True)
 
     asyncio.run(main())

@@ -28,6 +28,7 @@ COMMANDS = (
     "devices",
     "enroll",
     "demo",
+    "config",
 )
 
 

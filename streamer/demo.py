@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import sys
 import tempfile
 from collections import Counter
@@ -243,10 +244,18 @@ async def run_demo(opts: DemoOptions, out: TextIO | None = None) -> Scoreboard:
     The last line printed is the word accuracy.
     """
     out = out or sys.stdout
-    from streamer.commands import serve as serve_cmd
+    from streamer.config import (
+        AudioConfig,
+        Config,
+        PublisherConfig,
+        RecognizerConfig,
+        ServiceConfig,
+        TicksConfig,
+    )
+    from streamer.market.decoder import TrackerConfig
     from streamer.net.subscriber import Subscriber
     from streamer.paths import default_bank_path
-    from streamer.service import Service, resolve_config
+    from streamer.service import Service
     from streamer.speech.bank import WordBank
 
     bank_path = Path(opts.bank) if opts.bank else default_bank_path()
@@ -268,17 +277,24 @@ async def run_demo(opts: DemoOptions, out: TextIO | None = None) -> Scoreboard:
             prices = demo_prices(
                 folder, duration, ticks=opts.ticks, seed=opts.seed, csv_path=csv_in
             )
-        argv = [str(wav), "--bank", str(bank_path), "--speed", str(opts.speed)]
-        argv += ["--pub", _endpoint(), "--wait-subscribers", "1", "--wait-timeout", "30"]
-        argv += ["--workers", str(opts.workers), "--metrics-interval", "0"]
+        config = Config(
+            service=ServiceConfig(speed=opts.speed),
+            audio=AudioConfig(files=(wav,)),
+            recognizer=RecognizerConfig(bank=bank_path, workers=opts.workers),
+            publisher=PublisherConfig(
+                endpoint=_endpoint(), wait_subscribers=1, wait_timeout=30, metrics_interval=0
+            ),
+        )
         if prices is not None:
-            warmup = max(50, min(200, prices.ticks // 4))
-            argv += ["--ticks", str(prices.path), "--symbol", prices.symbol]
-            argv += ["--warmup", str(warmup), "--refit-every", str(max(50, prices.ticks // 4))]
-        parser = serve_cmd._parser()
-        args = parser.parse_args(argv)
-        resolve_config(args, parser)
-        service = Service(args)
+            config = dataclasses.replace(
+                config,
+                ticks=TicksConfig(files=(prices.path,), symbols=(prices.symbol,)),
+                tracker=TrackerConfig(
+                    warmup=max(50, min(200, prices.ticks // 4)),
+                    refit_every=max(50, prices.ticks // 4),
+                ),
+            )
+        service = Service(config)
         n_voices = len({w.voice.split("@")[0] for w in truth})
         say(
             f"streamer demo: {len(truth)} words ({', '.join(labels)}) spoken by {n_voices} "

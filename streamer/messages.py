@@ -8,8 +8,9 @@ envelope fields (`v`, `seq`, `ts`) that the publisher adds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -121,3 +122,21 @@ class RegimeDecode:
             body["smoothed_t"] = self.smoothed_t
         body.update(self.extra)
         return body
+
+
+Message = WordEvent | RegimeDecode
+"""What the recognisers and trackers send on: one union, published as topic `speech` / `regime`."""
+
+
+class Sink(Protocol):
+    """Where stages send their messages: the publisher, the JSON-lines writer, test collectors.
+
+    Synchronous on purpose: a sink never waits (the publisher drops and counts
+    rather than block), so a stage calls it inline and keeps its own pace.
+    `delay` is the wall seconds from the utterance's close to its event (latency
+    reports); `publish_many` is the tick path's batch form.
+    """
+
+    def publish(self, msg: Message, delay: float | None = None) -> object: ...
+
+    def publish_many(self, msgs: Sequence[RegimeDecode]) -> object: ...

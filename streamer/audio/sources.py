@@ -40,6 +40,7 @@ from streamer.messages import AudioChunk
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "MIC_BLOCK_MS",
     "AudioSource",
     "Clock",
     "DeviceEvent",
@@ -48,11 +49,10 @@ __all__ = [
     "MicSource",
     "VirtualClock",
     "WavSource",
-    "add_mic_arguments",
     "find_input_device",
     "input_devices",
     "load_portaudio",
-    "mic_from_args",
+    "open_source",
 ]
 
 
@@ -358,6 +358,9 @@ _AUTO = object()
 _open_streams = 0  # PortAudio streams this process has open (a rescan would break them)
 
 
+MIC_BLOCK_MS = 10.0  # capture block: smaller blocks, sooner labels
+
+
 class MicSource:
     """Live capture through sounddevice (PortAudio), handed to the event loop without blocking.
 
@@ -381,7 +384,7 @@ class MicSource:
         *,
         device: int | str | None = None,
         rate: int = CANONICAL_RATE,
-        block_ms: float = 20.0,
+        block_ms: float = MIC_BLOCK_MS,
         queue_blocks: int = 50,
         stream: str = "mic",
         sd: Any = None,
@@ -629,51 +632,6 @@ class MicSource:
                 await asyncio.wait_for(asyncio.to_thread(s.stop), 5.0)
             with contextlib.suppress(Exception):
                 s.close()
-
-
-def add_mic_arguments(parser: Any) -> None:
-    """The microphone flags (`--mic`, `--device D`), shared by serve and enroll."""
-    if "--device" in parser._option_string_actions:
-        return
-    g = parser.add_argument_group("microphone")
-    if "--mic" not in parser._option_string_actions:
-        g.add_argument("--mic", action="store_true", help="recognise live audio from an input")
-    g.add_argument(
-        "--device",
-        default=None,
-        metavar="D",
-        help="input device: index or (part of a) name from `streamer devices` (default: default)",
-    )
-    g.add_argument(
-        "--mic-block-ms",
-        type=float,
-        default=10.0,
-        metavar="MS",
-        help="capture block (default 10 ms: smaller blocks, sooner labels)",
-    )
-
-
-def mic_from_args(
-    args: Any, rate: int = CANONICAL_RATE, on_event: DeviceListener | None = None, sd: Any = None
-) -> MicSource | None:
-    """The microphone the flags ask for (None without `--mic`); DeviceError up front if missing.
-
-    Checking the device here, before anything starts, makes a wrong `--device`
-    one line on stderr instead of a service that starts and then fails.
-    """
-    if not getattr(args, "mic", False):
-        return None
-    device = getattr(args, "device", None)
-    if sd is None:
-        find_input_device(device)
-    return MicSource(
-        device=device,
-        rate=rate,
-        block_ms=float(getattr(args, "mic_block_ms", None) or 10.0),
-        stream=getattr(args, "mic_stream", None) or "mic",
-        sd=sd,
-        on_event=on_event,
-    )
 
 
 def open_source(

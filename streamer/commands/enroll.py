@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from streamer.audio.segmenter import SegmenterConfig
-from streamer.audio.sources import add_mic_arguments, find_input_device, mic_from_args
+from streamer.audio.sources import find_input_device
 from streamer.audio.wav import load_audio, write_wav
+from streamer.commands.options import add_mic_arguments, mic_from_args
 from streamer.errors import ConfigError, StreamerError
 from streamer.messages import Utterance
 from streamer.paths import default_bank_path

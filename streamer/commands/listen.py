@@ -14,7 +14,7 @@ import asyncio
 import json
 import sys
 
-from streamer.net.security import add_curve_client_arguments, curve_client_from_args
+from streamer.commands.options import add_curve_client_arguments, curve_client_from_args
 from streamer.net.subscriber import Subscriber
 
 NAME = "listen"

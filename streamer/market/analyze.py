@@ -248,4 +248,13 @@ def plot(a: Analysis, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["Analysis", "KRow", "analyze", "plot", "regime_lines", "report_lines"]
+__all__ = [
+    "Analysis",
+    "KRow",
+    "analyze",
+    "human_duration",
+    "plot",
+    "regime_lines",
+    "report_lines",
+    "volatility_features",
+]

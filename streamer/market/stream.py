@@ -1,9 +1,7 @@
-"""The `streamer replay --ticks` hook: flags, and a coroutine that decodes CSV replays.
+"""Price CSVs replayed as live tick streams and decoded: the service's CSV tick source.
 
-`streamer/commands/replay.py` owns the command, `--speed` and the output; it calls
-`add_tick_arguments(parser)` and then ``await run_ticks(args, speed, emit)``, which
-calls ``emit(decode)`` once per decoded tick (replay prints
-``{"topic": "regime", "seq": n, **decode.to_wire()}``).
+``await run_ticks(ticks, tracker_config, speed, sink)`` sends each decode to the
+sink (`streamer.messages.Sink`: the publisher, or replay's JSON lines).
 
 Every file is read and checked before the first tick goes out, so a file without a
 price column, or with fewer usable rows than the warm-up, is a one-line `TickError`
@@ -15,90 +13,35 @@ flowing. At ``--speed 0`` the decoder's batch path is used (same decodes, faster
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import inspect
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from streamer.errors import ConfigError, StreamerError, TickError
 from streamer.market.decoder import (
-    MAX_WARMUP,
     RegimeTracker,
     TrackerConfig,
     decode_arrays,
     decode_stream,
 )
 from streamer.market.ticks import Clock, TickSeries, pace, read_csv
-from streamer.messages import RegimeDecode
-
-Emit = Callable[[RegimeDecode], Awaitable[None] | None]
-
-_DEFAULTS = TrackerConfig()
+from streamer.messages import Sink
 
 
-def add_tick_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the price-tick flags (everything but --speed, which the replay command owns)."""
-    g = parser.add_argument_group("price ticks (regime decoding)")
-    g.add_argument(
-        "--ticks",
-        action="append",
-        type=Path,
-        metavar="CSV",
-        help="price CSV to replay and decode (repeatable)",
-    )
-    g.add_argument(
-        "--symbol",
-        action="append",
-        metavar="S",
-        help="symbol for the --ticks file in the same position (default: the file's name)",
-    )
-    g.add_argument(
-        "--warmup",
-        type=int,
-        default=_DEFAULTS.warmup,
-        metavar="N",
-        help=f"ticks buffered before the first fit, at most {MAX_WARMUP} "
-        f"(default {_DEFAULTS.warmup}); they are then decoded too",
-    )
-    g.add_argument(
-        "--states",
-        type=int,
-        default=None,
-        metavar="K",
-        help="number of regimes, 2..5 (default: chosen by BIC at the first fit)",
-    )
-    g.add_argument(
-        "--refit-every",
-        type=int,
-        default=_DEFAULTS.refit_every,
-        metavar="N",
-        help=f"refit on the last {_DEFAULTS.window} ticks every N ticks, in the background "
-        f"(0 = never; default {_DEFAULTS.refit_every})",
-    )
-    g.add_argument(
-        "--lag",
-        type=int,
-        default=_DEFAULTS.lag,
-        metavar="L",
-        help="fixed-lag smoothing: also give the smoothed state of the tick L ticks back "
-        f"(0 = off; default {_DEFAULTS.lag})",
-    )
-    g.add_argument("--time-column", metavar="NAME", help="time column (default: detected)")
-    g.add_argument("--price-column", metavar="NAME", help="price column (default: detected)")
+@dataclass(frozen=True)
+class TicksConfig:
+    """Price CSVs replayed as live tick streams, one regime tracker each."""
 
+    files: tuple[Path, ...] = ()  # price CSVs to replay and decode
+    symbols: tuple[str, ...] = ()  # symbol per file, in order (default: the file's name)
+    time_column: str | None = None  # time column (unset: detected)
+    price_column: str | None = None  # price column (unset: detected)
 
-def tick_config(args: argparse.Namespace) -> TrackerConfig:
-    """The tracker settings from the flags (`ConfigError` for nonsense)."""
-    return TrackerConfig(
-        warmup=args.warmup,
-        states=args.states,
-        refit_every=args.refit_every,
-        lag=args.lag,
-    )
+    def __post_init__(self) -> None:
+        _symbols(list(self.files), list(self.symbols))
 
 
 def _symbols(files: list[Path], given: list[str] | None) -> list[str]:
@@ -114,11 +57,11 @@ def _symbols(files: list[Path], given: list[str] | None) -> list[str]:
     return names
 
 
-def load_tick_files(args: argparse.Namespace, warmup: int) -> list[TickSeries]:
+def load_tick_files(ticks: TicksConfig, warmup: int) -> list[TickSeries]:
     """Read and check every --ticks file before anything streams."""
     out = []
-    for path in args.ticks or []:
-        series = read_csv(path, time_column=args.time_column, price_column=args.price_column)
+    for path in ticks.files:
+        series = read_csv(path, time_column=ticks.time_column, price_column=ticks.price_column)
         if len(series) < warmup:
             skipped = ", ".join(f"{n} {r}" for r, n in sorted(series.skipped.items()))
             raise TickError(
@@ -138,42 +81,38 @@ def _first_error(e: BaseException) -> BaseException:
 
 
 async def run_ticks(
-    args: argparse.Namespace,
+    ticks: TicksConfig,
+    config: TrackerConfig,
     speed: float,
-    emit: Emit,
+    sink: Sink,
     *,
     clock: Clock | None = None,
     executor: Executor | None = None,
 ) -> dict[str, Any]:
-    """Replay and decode every --ticks file, calling `emit` per decode; returns the counters.
+    """Replay and decode every file, sending each decode to `sink`; returns the counters.
 
     Counters: ``ticks`` (usable ticks), ``decoded``, ``skipped`` (rows dropped, by
     reason), ``refits``, and ``symbols`` with each symbol's own counters.
     """
-    files: list[Path] = list(args.ticks or [])
+    files = list(ticks.files)
     if not files:
         return {"ticks": 0, "decoded": 0, "skipped": {}, "refits": 0, "symbols": {}}
-    config = tick_config(args)
-    symbols = _symbols(files, args.symbol)
+    symbols = _symbols(files, list(ticks.symbols))
     if not speed >= 0:
         raise ConfigError(f"--speed must be >= 0, not {speed}")
-    series = load_tick_files(args, config.warmup)
-
-    async def send(d: RegimeDecode) -> None:
-        r = emit(d)
-        if inspect.isawaitable(r):
-            await r
+    series = load_tick_files(ticks, config.warmup)
+    send = sink.publish
 
     async def one(symbol: str, s: TickSeries) -> dict[str, Any]:
         tracker = RegimeTracker(symbol, config, inline=False)
         if speed == 0:
             async for batch in decode_arrays(s.times, s.prices, tracker, executor=executor):
                 for d in batch:
-                    await send(d)
+                    send(d)
         else:
-            ticks = pace(s.ticks(symbol), speed, clock=clock)
-            async for d in decode_stream(ticks, tracker, executor=executor):
-                await send(d)
+            paced = pace(s.ticks(symbol), speed, clock=clock)
+            async for d in decode_stream(paced, tracker, executor=executor):
+                send(d)
         st = tracker.stats()
         skipped = Counter(s.skipped)
         skipped.update(tracker.skipped)
@@ -200,4 +139,4 @@ async def run_ticks(
     }
 
 
-__all__ = ["add_tick_arguments", "load_tick_files", "run_ticks", "tick_config"]
+__all__ = ["TicksConfig", "load_tick_files", "run_ticks"]

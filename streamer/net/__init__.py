@@ -12,7 +12,7 @@ plain client (``streamer listen``) does not need.
 """
 
 from streamer.net.protocol import DEFAULT_HWM, DEFAULT_PUB, VERSION, Message
-from streamer.net.publisher import Publisher, add_pub_arguments, publishing
+from streamer.net.publisher import Publisher
 from streamer.net.security import CurveClient, CurveServer, create_keypair
 from streamer.net.subscriber import PublisherGone, Subscriber, SubscriberStats
 
@@ -27,7 +27,5 @@ __all__ = [
     "PublisherGone",
     "Subscriber",
     "SubscriberStats",
-    "add_pub_arguments",
     "create_keypair",
-    "publishing",
 ]

@@ -35,16 +35,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
-import numpy as np
 import zmq
 
 from streamer.errors import ConfigError
 from streamer.market.decoder import FitJob, RegimeTracker, TrackerConfig
+from streamer.market.feed import TickDecoder
 from streamer.messages import RegimeDecode
 from streamer.net import protocol as P
 from streamer.net.security import CurveServer, acquire_auth, release_auth
@@ -54,161 +53,8 @@ log = logging.getLogger(__name__)
 
 _NB = zmq.NOBLOCK
 _raw_recv = zmq.backend.Socket.recv  # under pyzmq's wrapper: see publisher._raw_send
-PUSH_MANY_MIN = 16  # below this many ticks per symbol per batch, the per-tick path is cheaper
 
 Emit = Callable[[list[RegimeDecode]], Any]
-
-
-class TickDecoder:
-    """Checks ticks and decodes them per symbol; pure and synchronous (fits are handed out).
-
-    `feed(bodies)` takes the bodies of tick messages and returns the decodes they
-    produced; the shell counts badly framed messages with `reject`.
-    Fits are not run here: `submit(symbol, tracker, job)` is called for each new
-    fit job and the caller hands the result back with `fitted`.
-    """
-
-    def __init__(
-        self,
-        config: TrackerConfig,
-        *,
-        symbols: Collection[str] | None = None,
-        max_bytes: int = P.MAX_TICK_BYTES,
-        max_symbols: int = 10_000,
-        submit: Callable[[str, RegimeTracker, FitJob], None] | None = None,
-    ) -> None:
-        if max_bytes < 64:
-            raise ConfigError(f"--max-tick-bytes must be at least 64, not {max_bytes}")
-        self.config = config
-        self.symbols = frozenset(symbols) if symbols else None
-        self.max_bytes = max_bytes
-        self.max_symbols = max_symbols
-        self.submit = submit
-        self.trackers: dict[str, RegimeTracker] = {}
-        self.received = 0
-        self.accepted = 0
-        self.decoded = 0
-        self.batches = 0
-        self.dropped: Counter[str] = Counter()
-        self.fit_errors = 0
-        self._examples: set[str] = set()
-        self._jobs: dict[str, FitJob] = {}  # symbol -> job handed to `submit`
-
-    def reject(self, kind: str, detail: str) -> None:
-        """Count (and, the first time for `kind`, log) a dropped message."""
-        self.received += 1
-        self.dropped[kind] += 1
-        if kind not in self._examples:
-            self._examples.add(kind)
-            log.warning(
-                "tick feed: dropping a tick (%s: %s); further ones are only counted",
-                kind,
-                detail[:200],
-            )
-
-    def feed(self, bodies: Sequence[bytes]) -> list[RegimeDecode]:
-        """Check and decode the bodies of a batch of well-framed ``[b"tick", body]`` messages."""
-        groups: dict[str, tuple[list[float], list[float]]] = {}
-        parse = P.parse_tick
-        bad = P.BadTick
-        max_bytes = self.max_bytes
-        allowed = self.symbols
-        new = 0  # symbols first seen in this batch
-        for body in bodies:
-            try:
-                symbol, t, price = parse(body, max_bytes)
-            except bad as e:
-                self.reject(e.kind, e.detail)
-                continue
-            g = groups.get(symbol)
-            if g is None:
-                if allowed is not None and symbol not in allowed:
-                    self.reject("unknown_symbol", f"symbol {symbol!r}")
-                    continue
-                if symbol not in self.trackers:
-                    if len(self.trackers) + new >= self.max_symbols:
-                        self.reject("too_many_symbols", f"{symbol!r} beyond {self.max_symbols}")
-                        continue
-                    new += 1
-                g = groups[symbol] = ([], [])
-            g[0].append(t)
-            g[1].append(price)
-        out: list[RegimeDecode] = []
-        self.batches += 1
-        for symbol, (ts, ps) in groups.items():
-            self.received += len(ts)
-            self.accepted += len(ts)
-            out.extend(self.push(symbol, ts, ps))
-        self.decoded += len(out)
-        return out
-
-    def push(self, symbol: str, ts: list[float], ps: list[float]) -> list[RegimeDecode]:
-        """Good ticks of one symbol into its tracker; its decodes (fits handed to `submit`)."""
-        tr = self.trackers.get(symbol)
-        if tr is None:
-            tr = self.trackers[symbol] = RegimeTracker(symbol, self.config, inline=False)
-        if len(ts) >= PUSH_MANY_MIN:
-            out = tr.push_many(np.asarray(ts), np.asarray(ps))
-        else:
-            out = []
-            push = tr.push
-            for t, p in zip(ts, ps, strict=True):
-                r = push(t, p)
-                if r:
-                    out.extend(r)
-        self._hand_out(symbol, tr)
-        return out
-
-    def _hand_out(self, symbol: str, tr: RegimeTracker) -> None:
-        job = tr.job
-        if job is not None and self._jobs.get(symbol) is not job:
-            self._jobs[symbol] = job
-            if self.submit is not None:
-                self.submit(symbol, tr, job)
-
-    def fitted(
-        self, symbol: str, tr: RegimeTracker, job: FitJob, report: Any, error: BaseException | None
-    ) -> list[RegimeDecode]:
-        """A fit came back: install it (the warm-up backlog's decodes come out), or start over."""
-        if self.trackers.get(symbol) is not tr or tr.job is not job:
-            return []  # superseded
-        self._jobs.pop(symbol, None)
-        if error is not None:
-            self.fit_errors += 1
-            log.warning(
-                "%s: regime fit failed (%s: %s); warming up again",
-                symbol,
-                type(error).__name__,
-                error,
-            )
-            self.trackers[symbol] = RegimeTracker(symbol, self.config, inline=False)
-            return []
-        out = tr.install(report)
-        self.decoded += len(out)
-        self._hand_out(symbol, tr)
-        return out
-
-    def pending_first_fits(self) -> list[str]:
-        """Symbols whose first fit is running: their buffered ticks still await decoding."""
-        return [s for s, j in self._jobs.items() if j.first]
-
-    def stats(self) -> dict[str, Any]:
-        skipped: Counter[str] = Counter()
-        warming = 0
-        for tr in self.trackers.values():
-            skipped.update(tr.skipped)
-            warming += tr.decoder is None
-        return {
-            "received": self.received,
-            "accepted": self.accepted,
-            "decoded": self.decoded,
-            "dropped": dict(self.dropped),
-            "skipped": dict(skipped),
-            "symbols": len(self.trackers),
-            "warming_up": warming,
-            "fit_errors": self.fit_errors,
-            "batches": self.batches,
-        }
 
 
 class TickFeed:
@@ -245,6 +91,7 @@ class TickFeed:
             max_bytes=max_bytes,
             max_symbols=max_symbols,
             submit=self._submit,
+            parse=P.parse_tick,
         )
         self.curve = curve
         self.executor = executor
@@ -436,42 +283,4 @@ class TickFeed:
         return self.stats()
 
 
-def add_feed_arguments(parser: Any) -> None:
-    """The live tick feed's flags (the CSV replay's come from `add_tick_arguments`)."""
-    g = parser.add_argument_group("live tick feed (ZeroMQ)")
-    g.add_argument(
-        "--tick-feed",
-        action="append",
-        metavar="ENDPOINT",
-        help="bind a SUB socket here; producers connect and publish "
-        '[b"tick", {"symbol", "t", "price"}] (repeatable)',
-    )
-    g.add_argument(
-        "--tick-feed-connect",
-        action="append",
-        metavar="ENDPOINT",
-        help="connect the SUB socket to a producer's PUB instead (repeatable)",
-    )
-    g.add_argument(
-        "--feed-symbol",
-        action="append",
-        metavar="S",
-        help="accept only these symbols (repeatable; default: any)",
-    )
-    g.add_argument(
-        "--max-tick-bytes",
-        type=int,
-        default=P.MAX_TICK_BYTES,
-        metavar="N",
-        help=f"larger tick messages are dropped (default {P.MAX_TICK_BYTES})",
-    )
-    g.add_argument(
-        "--max-symbols",
-        type=int,
-        default=10_000,
-        metavar="N",
-        help="new symbols beyond this many are dropped (default 10000)",
-    )
-
-
-__all__ = ["PUSH_MANY_MIN", "TickDecoder", "TickFeed", "add_feed_arguments"]
+__all__ = ["TickFeed"]

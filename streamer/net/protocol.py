@@ -404,6 +404,26 @@ def matches(topic_text: str, prefixes: Iterable[str]) -> bool:
 _encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
+def dumps(obj: Any) -> str:
+    """Compact, strict JSON (NaN and infinities refused), as every body on the wire."""
+    return _encoder.encode(obj)
+
+
+def jsonable(x: Any) -> Any:
+    """Counters, paths, tuples and non-finite floats made fit for strict JSON (metrics)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple | set | frozenset):
+        return [jsonable(v) for v in x]
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if x is None or isinstance(x, bool | int | str):
+        return x
+    if hasattr(x, "item"):  # numpy scalars
+        return jsonable(x.item())
+    return str(x)
+
+
 def encode_body(seq: int, ts: float, payload: dict[str, Any]) -> bytes:
     """The JSON body: envelope first, then the payload (ValueError on NaN or infinity)."""
     return _encoder.encode({"v": VERSION, "seq": seq, "ts": ts, **payload}).encode()
@@ -716,9 +736,12 @@ __all__ = [
     "RegimeEncoder",
     "all_schemas",
     "decode",
+    "dumps",
     "encode",
     "encode_body",
     "encode_tick",
+    "error_reply",
+    "jsonable",
     "kind_of",
     "loads",
     "matches",

@@ -28,14 +28,13 @@ Loss is a choice here, made up front and reported, not an accident:
   `wait_subscribers(n)` returns once n clients can receive everything they
   asked for: nothing is lost to the slow-joiner effect.
 
-Publishing is synchronous (it never waits): `publish` / `publish_many` / calling
-the publisher as an emitter. The asyncio side only runs the heartbeat, reads
-subscriptions and answers snapshots.
+Publishing is synchronous (it never waits): `publish` / `publish_many`, the
+`streamer.messages.Sink` protocol every stage sends to. The asyncio side only
+runs the heartbeat, reads subscriptions and answers snapshots.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -44,22 +43,16 @@ import os
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import zmq
 
 from streamer import __version__
 from streamer.errors import ConfigError, ProtocolError
-from streamer.messages import RegimeDecode
+from streamer.messages import Message, RegimeDecode
 from streamer.net import protocol as P
-from streamer.net.security import (
-    CurveServer,
-    acquire_auth,
-    add_curve_server_arguments,
-    curve_server_from_args,
-    release_auth,
-)
+from streamer.net.security import CurveServer, acquire_auth, release_auth
 from streamer.net.sockets import (
     SocketWaiter,
     bind,
@@ -77,21 +70,6 @@ _MORE_NB = zmq.SNDMORE | zmq.NOBLOCK
 _raw_send = zmq.backend.Socket.send
 _NB = zmq.NOBLOCK
 _HB = P.HEARTBEAT.encode()
-
-
-def _jsonable(x: Any) -> Any:
-    """Counters, paths, tuples and non-finite floats made fit for strict JSON (metrics)."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if x is None or isinstance(x, bool | int | str):
-        return x
-    if hasattr(x, "item"):  # numpy scalars
-        return _jsonable(x.item())
-    return str(x)
 
 
 SNAPSHOT_GRACE = 1.0  # seconds wait_subscribers allows the new subscribers to take snapshots
@@ -311,19 +289,14 @@ class Publisher:
             self._warned.add(kind)
             log.warning("not published: a %s message that is not valid JSON (%s)", kind, e)
 
-    def publish(self, msg: Any, delay: float | None = None) -> bool:
-        """Publish one message object (anything with `topic` and `to_wire()`, e.g. WordEvent)."""
-        if type(msg) is RegimeDecode:
+    def publish(self, msg: Message, delay: float | None = None) -> bool:
+        """Publish a word event or a regime decode (the `Sink` protocol); False if dropped."""
+        if isinstance(msg, RegimeDecode):
             return self.publish_many((msg,)) == 1
         payload = msg.to_wire()
-        kind = msg.topic
         if delay is not None and self.latency:
             payload["delay_ms"] = round(delay * 1000.0, 3)
-        if kind == P.SPEECH:
-            return self.publish_body(kind, payload, state_key=str(payload.get("stream")))
-        if kind == P.REGIME:
-            return self.publish_body(kind, payload, key=str(payload.get("symbol")))
-        return self.publish_body(kind, payload)
+        return self.publish_body(P.SPEECH, payload, state_key=msg.stream)
 
     def publish_many(self, decodes: Iterable[RegimeDecode]) -> int:
         """Publish regime decodes (the hot path: one timestamp, no dicts); how many went out."""
@@ -361,11 +334,25 @@ class Publisher:
             self.dropped[P.REGIME] += n - sent
         return sent
 
-    def __call__(self, msg: Any, delay: float | None = None) -> None:
-        """The emitter interface of `streamer replay`, `run_stream` and `run_ticks`."""
-        self.publish(msg, delay)
-
     # -- service messages -----------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True before `start` and after `aclose`: nothing can be published then."""
+        return self._sock is None
+
+    async def wait_for(self, n: int, timeout: float | None = None) -> None:
+        """Wait for `n` subscribers, saying so on the status topic; ConfigError on a timeout."""
+        if n <= 0:
+            return
+        self.status("waiting", detail=f"for {n} subscriber(s)")
+        log.warning("waiting for %d subscriber(s) on %s", n, self.endpoint)
+        try:
+            await self.wait_subscribers(n, timeout)
+        except TimeoutError:
+            raise ConfigError(
+                f"--wait-subscribers {n}: only {self.subscribers} subscribed within {timeout} s"
+            ) from None
 
     @property
     def uptime(self) -> float:
@@ -423,7 +410,7 @@ class Publisher:
         }
         for name, fn in self._providers.items():
             try:
-                body[name] = _jsonable(fn())
+                body[name] = P.jsonable(fn())
             except Exception as e:  # a broken provider must not stop the metrics
                 body[name] = {"error": f"{type(e).__name__}: {e}"}
         return body
@@ -542,148 +529,4 @@ class Publisher:
                 self._read_subscriptions()
 
 
-# -- command-line wiring ------------------------------------------------------------------------
-
-
-def add_pub_arguments(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
-    """Add the publishing flags (idempotent: `serve` may build on `replay`'s flags)."""
-    if "--pub" in parser._option_string_actions:
-        return
-    g = parser.add_argument_group("publishing (ZeroMQ)")
-    g.add_argument(
-        "--pub",
-        metavar="ENDPOINT",
-        default=default,
-        help="publish on this endpoint (tcp://HOST:PORT or ipc://PATH"
-        + (f"; default {default})" if default else ")"),
-    )
-    g.add_argument(
-        "--snapshot",
-        metavar="ENDPOINT",
-        default=None,
-        help="snapshot endpoint for late joiners (default: the --pub port + 1)",
-    )
-    g.add_argument("--no-snapshot", action="store_true", help="serve no snapshots")
-    g.add_argument(
-        "--hwm",
-        type=int,
-        default=P.DEFAULT_HWM,
-        metavar="N",
-        help=f"messages queued per subscriber before sends fail (default {P.DEFAULT_HWM:,})",
-    )
-    g.add_argument(
-        "--lossy",
-        action="store_true",
-        help="let ZeroMQ drop silently per slow subscriber instead of failing (and counting) sends",
-    )
-    g.add_argument(
-        "--heartbeat",
-        type=float,
-        default=P.DEFAULT_HEARTBEAT,
-        metavar="S",
-        help=f"seconds between heartbeats, at most 1 (default {P.DEFAULT_HEARTBEAT})",
-    )
-    g.add_argument(
-        "--metrics-interval",
-        type=float,
-        default=5.0,
-        metavar="S",
-        help="seconds between metrics messages (0 = only at the end; default 5)",
-    )
-    g.add_argument(
-        "--wait-subscribers",
-        type=int,
-        default=0,
-        metavar="N",
-        help="start only once N subscribers are connected (nothing lost to slow joiners)",
-    )
-    g.add_argument(
-        "--wait-timeout",
-        type=float,
-        default=None,
-        metavar="S",
-        help="give up waiting for subscribers after S seconds (default: wait)",
-    )
-    add_curve_server_arguments(parser)
-
-
-def publisher_from_args(
-    args: argparse.Namespace,
-    *,
-    default: str | None = None,
-    context: zmq.Context[Any] | None = None,
-) -> Publisher:
-    """A Publisher configured from the flags of `add_pub_arguments`."""
-    endpoint = getattr(args, "pub", None) or default
-    if not endpoint:
-        raise ConfigError("no --pub endpoint to publish on")
-    snap: str | bool = True
-    if getattr(args, "no_snapshot", False):
-        snap = False
-    elif getattr(args, "snapshot", None):
-        snap = args.snapshot
-    return Publisher(
-        endpoint,
-        snapshot=snap,
-        hwm=getattr(args, "hwm", P.DEFAULT_HWM),
-        lossy=getattr(args, "lossy", False),
-        heartbeat=getattr(args, "heartbeat", P.DEFAULT_HEARTBEAT),
-        metrics_interval=getattr(args, "metrics_interval", 5.0),
-        curve=curve_server_from_args(args),
-        context=context,
-        latency=bool(getattr(args, "latency", False)),
-    )
-
-
-async def wait_for_subscribers(pub: Publisher, args: argparse.Namespace) -> None:
-    """--wait-subscribers N [--wait-timeout S], as a one-line error when it times out."""
-    n = int(getattr(args, "wait_subscribers", 0) or 0)
-    if n < 0:
-        raise ConfigError(f"--wait-subscribers must be >= 0, not {n}")
-    if n == 0:
-        return
-    timeout = getattr(args, "wait_timeout", None)
-    pub.status("waiting", detail=f"for {n} subscriber(s)")
-    log.warning("waiting for %d subscriber(s) on %s", n, pub.endpoint)
-    try:
-        await pub.wait_subscribers(n, timeout)
-    except TimeoutError:
-        raise ConfigError(
-            f"--wait-subscribers {n}: only {pub.subscribers} subscribed within {timeout} s"
-        ) from None
-
-
-@contextlib.asynccontextmanager
-async def publishing(
-    args: argparse.Namespace,
-    *,
-    default: str | None = None,
-    context: zmq.Context[Any] | None = None,
-    sources: Iterable[str] = (),
-) -> AsyncIterator[Publisher]:
-    """The publisher as an emitter for a command: bound, subscribers awaited, status kept.
-
-    On the way out it publishes the final metrics, then ``stopped``, then closes
-    with a bounded linger so those (and everything before them) reach subscribers.
-    """
-    pub = publisher_from_args(args, default=default, context=context)
-    pub.sources = list(sources)
-    async with pub:
-        pub.status("starting")
-        await wait_for_subscribers(pub, args)
-        pub.status("running")
-        try:
-            yield pub
-        finally:
-            if pub._sock is not None:
-                pub.publish_metrics()
-                pub.status("stopped")  # last: a client that sees it has everything
-
-
-__all__ = [
-    "Publisher",
-    "add_pub_arguments",
-    "publisher_from_args",
-    "publishing",
-    "wait_for_subscribers",
-]
+__all__ = ["Publisher"]

@@ -20,7 +20,6 @@ long as it is open.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import weakref
 from dataclasses import dataclass, field
@@ -174,54 +173,11 @@ def release_auth(ctx: zmq.Context[Any]) -> None:
         del _AUTHS[ctx]
 
 
-def add_curve_server_arguments(parser: argparse.ArgumentParser) -> None:
-    """--curve-secret and --curve-allow (both or neither)."""
-    if "--curve-secret" in parser._option_string_actions:
-        return
-    g = parser.add_argument_group("CURVE security (optional)")
-    g.add_argument(
-        "--curve-secret",
-        metavar="FILE",
-        help="the server's secret certificate (NAME.key_secret from `streamer keys`)",
-    )
-    g.add_argument(
-        "--curve-allow", metavar="DIR", help="folder of client public keys (*.key) allowed in"
-    )
-
-
-def curve_server_from_args(args: argparse.Namespace) -> CurveServer | None:
-    secret, allow = getattr(args, "curve_secret", None), getattr(args, "curve_allow", None)
-    if not secret and not allow:
-        return None
-    if not (secret and allow):
-        raise ConfigError("CURVE needs both --curve-secret FILE and --curve-allow DIR")
-    return CurveServer(Path(secret), Path(allow))
-
-
-def add_curve_client_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("CURVE security (optional)")
-    g.add_argument("--curve-secret", metavar="FILE", help="our secret certificate")
-    g.add_argument("--curve-server", metavar="FILE", help="the server's public key (NAME.key)")
-
-
-def curve_client_from_args(args: argparse.Namespace) -> CurveClient | None:
-    secret, server = getattr(args, "curve_secret", None), getattr(args, "curve_server", None)
-    if not secret and not server:
-        return None
-    if not (secret and server):
-        raise ConfigError("CURVE needs both --curve-secret FILE and --curve-server FILE")
-    return CurveClient(Path(secret), Path(server))
-
-
 __all__ = [
     "CurveClient",
     "CurveServer",
     "acquire_auth",
-    "add_curve_client_arguments",
-    "add_curve_server_arguments",
     "create_keypair",
-    "curve_client_from_args",
-    "curve_server_from_args",
     "load_keys",
     "release_auth",
 ]

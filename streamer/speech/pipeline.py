@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from streamer.audio.segmenter import Segmenter, SegmenterConfig
 from streamer.audio.sources import AudioSource
-from streamer.messages import WordEvent
+from streamer.messages import Sink, Utterance, WordEvent
 from streamer.speech.recognizer import RecognizerPool
-
-Emit = Callable[[WordEvent, float], Awaitable[None] | None]  # (event, close-to-emit seconds)
 
 
 @dataclass
@@ -45,15 +42,15 @@ class StreamStats:
 async def run_stream(
     source: AudioSource,
     pool: RecognizerPool,
-    emit: Emit,
+    sink: Sink,
     *,
     config: SegmenterConfig | None = None,
     timer: Callable[[], float] = time.perf_counter,
 ) -> StreamStats:
     """Replay or capture one stream to its end; every utterance's event is out on return.
 
-    `emit(event, delay)` gets each event with the wall seconds since the
-    segmenter closed its utterance; it may be a function or a coroutine function.
+    ``sink.publish(event, delay)`` gets each event with the wall seconds since
+    the segmenter closed its utterance.
     """
     cfg = config or SegmenterConfig(rate=source.rate)
     seg = Segmenter(cfg, stream=source.stream)
@@ -71,13 +68,11 @@ async def run_stream(
             stats.events += 1
             stats.errors += event.error is not None
             stats.delays.append(delay)
-            r = emit(event, delay)
-            if inspect.isawaitable(r):
-                await r
+            sink.publish(event, delay)
 
     task = asyncio.create_task(emitter(), name=f"emit:{source.stream}")
 
-    async def submit_all(utts: list) -> None:
+    async def submit_all(utts: list[Utterance]) -> None:
         for utt in utts:
             closed = timer()
             stats.utterances += 1

@@ -25,11 +25,11 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 @pytest.fixture
 def fake_bank(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     """Route `--bank` to the in-memory FakeRecognizer (process workers get it too)."""
-    import streamer.commands.replay as replay
+    import streamer.service as service
     from streamer.speech.bank import WordBank
 
     monkeypatch.setattr(WordBank, "load", classmethod(lambda cls, p: recognizer.FakeRecognizer()))
-    monkeypatch.setattr(replay, "bank_factory", lambda p: recognizer.fake_factory())
+    monkeypatch.setattr(service, "bank_factory", lambda p: recognizer.fake_factory())
     return str(tmp_path / "fake.npz")
 
 

@@ -126,31 +126,6 @@ def test_refits_keep_state_order(series3: SyntheticSeries) -> None:
         assert new.vols == pytest.approx(first.vols, rel=0.3)
 
 
-def test_public_api_is_pinned() -> None:
-    import streamer.market as market
-
-    assert sorted(market.__all__) == sorted(
-        [
-            "REGIME_NAMES",
-            "DecodeBatch",
-            "FitReport",
-            "RegimeDecoder",
-            "RegimeModel",
-            "RegimeSpec",
-            "RegimeTracker",
-            "SyntheticSeries",
-            "TickSeries",
-            "TrackerConfig",
-            "fit_regimes",
-            "match_states",
-            "read_csv",
-            "replay_csv",
-            "simulate",
-        ]
-    )
-    assert all(hasattr(market, name) for name in market.__all__)
-
-
 def test_stickiness_makes_regimes_more_persistent(series3: SyntheticSeries) -> None:
     t, p = series3.times[:1500], series3.prices[:1500]
     plain = fit_regimes(t, p, states=3, stickiness=0.0).model

@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 
 from streamer.cli import main
+from streamer.commands.options import add_config_arguments, config_from_args
+from streamer.config import Config
 from streamer.errors import ConfigError, TickError
-from streamer.market.stream import add_tick_arguments, run_ticks
+from streamer.market.stream import run_ticks
 from streamer.market.synthetic import RegimeSpec, SyntheticSeries, simulate
 from streamer.market.ticks import VirtualClock
-from streamer.messages import RegimeDecode
+from tests.sinks import Collector
 
 from .conftest import write_csv
 
 
-def tick_args(*argv: str) -> argparse.Namespace:
+def tick_args(*argv: str) -> Config:
+    """The configuration `streamer replay` would run with these price-tick flags."""
+    import argparse
+
     p = argparse.ArgumentParser()
-    p.add_argument("--speed", type=float, default=1.0)  # owned by the replay command
-    add_tick_arguments(p)
-    return p.parse_args(list(argv))
+    add_config_arguments(p, ["price ticks"])
+    return config_from_args(p.parse_args(list(argv)))
+
+
+async def ticks(cfg: Config, speed: float, sink: Collector, **kw: object) -> dict[str, object]:
+    return await run_ticks(cfg.ticks, cfg.tracker, speed, sink, **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -31,25 +38,19 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SyntheticSeri
     return write_csv(tmp_path_factory.mktemp("ticks") / "syn.csv", s), s
 
 
-def test_flags_do_not_include_speed_and_have_defaults() -> None:
-    p = argparse.ArgumentParser()
-    add_tick_arguments(p)
-    a = p.parse_args(["--ticks", "a.csv", "--ticks", "b.csv", "--symbol", "A"])
-    assert [str(x) for x in a.ticks] == ["a.csv", "b.csv"] and a.symbol == ["A"]
-    assert (a.warmup, a.states, a.refit_every, a.lag) == (1000, None, 500, 10)
-    with pytest.raises(SystemExit):
-        p.parse_args(["--speed", "2"])
+def test_tick_flags_set_the_ticks_and_tracker_settings() -> None:
+    cfg = tick_args("--ticks", "a.csv", "--ticks", "b.csv", "--symbol", "A", "--lag", "3")
+    assert [str(x) for x in cfg.ticks.files] == ["a.csv", "b.csv"] and cfg.ticks.symbols == ("A",)
+    t = cfg.tracker
+    assert (t.warmup, t.states, t.refit_every, t.lag) == (1000, None, 500, 3)
 
 
 async def test_run_ticks_emits_one_decode_per_tick(small: tuple[Path, SyntheticSeries]) -> None:
     path, s = small
-    got: list[RegimeDecode] = []
-
-    async def emit(d: RegimeDecode) -> None:  # async emit is awaited
-        got.append(d)
-
+    sink = Collector()
     args = tick_args("--ticks", str(path), "--warmup", "300", "--refit-every", "200")
-    stats = await run_ticks(args, 0.0, emit)
+    stats = await ticks(args, 0.0, sink)
+    got = sink.decodes
     assert len(got) == len(s) - 1
     assert [d.t for d in got] == s.times[1:].tolist()
     assert {d.symbol for d in got} == {"syn"}
@@ -66,22 +67,23 @@ async def test_run_ticks_emits_one_decode_per_tick(small: tuple[Path, SyntheticS
 async def test_paced_replay_gives_the_same_decodes(small: tuple[Path, SyntheticSeries]) -> None:
     path, s = small
     argv = ("--ticks", str(path), "--symbol", "SYN", "--warmup", "300", "--refit-every", "200")
-    fast: list[RegimeDecode] = []
-    await run_ticks(tick_args(*argv), 0.0, fast.append)  # plain callables work too
+    fast = Collector()
+    await ticks(tick_args(*argv), 0.0, fast)
     clock = VirtualClock()
-    paced: list[RegimeDecode] = []
+    paced = Collector()
     speed = 86400.0 * 100  # 100 days a second
-    await run_ticks(tick_args(*argv), speed, paced.append, clock=clock)
-    assert [d.to_wire() for d in paced] == [d.to_wire() for d in fast]
+    await ticks(tick_args(*argv), speed, paced, clock=clock)
+    assert [d.to_wire() for d in paced.decodes] == [d.to_wire() for d in fast.decodes]
     assert clock.now() == pytest.approx((s.times[-1] - s.times[0]) / speed)
 
 
 async def test_two_files_side_by_side(small: tuple[Path, SyntheticSeries], tmp_path: Path) -> None:
     path, _ = small
     other = write_csv(tmp_path / "other.csv", simulate(RegimeSpec.preset(3), 700, seed=8))
-    got: list[RegimeDecode] = []
+    sink = Collector()
     args = tick_args("--ticks", str(path), "--ticks", str(other), "--warmup", "300", "--lag", "0")
-    stats = await run_ticks(args, 0.0, got.append)
+    stats = await ticks(args, 0.0, sink)
+    got = sink.decodes
     assert set(stats["symbols"]) == {"syn", "other"}
     assert sum(d.symbol == "other" for d in got) == 699
     assert all(d.smoothed_state is None for d in got)
@@ -91,23 +93,24 @@ async def test_bad_files_fail_before_anything_streams(
     small: tuple[Path, SyntheticSeries], tmp_path: Path
 ) -> None:
     path, _ = small
-    got: list[RegimeDecode] = []
+    got = Collector()
     short = tmp_path / "short.csv"
     short.write_text("Date,close\n2023-01-01,1\n2023-01-02,-1\n2023-01-03,2\n")
     with pytest.raises(TickError, match=r"short\.csv: 2 usable rows \(1 bad_price skipped\)"):
         args = tick_args("--ticks", str(path), "--ticks", str(short), "--warmup", "300")
-        await run_ticks(args, 0.0, got.append)
-    assert got == []
+        await ticks(args, 0.0, got)
+    assert got.messages == []
     with pytest.raises(ConfigError, match="--warmup must be between"):
-        await run_ticks(tick_args("--ticks", str(path), "--warmup", "2000"), 0.0, got.append)
+        tick_args("--ticks", str(path), "--warmup", "2000")
     with pytest.raises(ConfigError, match="--symbol"):
-        await run_ticks(tick_args("--ticks", str(path), "--ticks", str(path)), 0.0, got.append)
+        tick_args("--ticks", str(path), "--ticks", str(path))
 
 
 async def test_real_series_decodes_end_to_end(prices_dir: Path) -> None:
-    got: list[RegimeDecode] = []
+    sink = Collector()
     args = tick_args("--ticks", str(prices_dir / "spy_daily.csv"), "--symbol", "SPY")
-    stats = await run_ticks(args, 0.0, got.append)
+    stats = await ticks(args, 0.0, sink)
+    got = sink.decodes
     assert stats["decoded"] == 6542 and stats["skipped"] == {}
     st = stats["symbols"]["SPY"]
     assert 2 <= st["states"] <= 5 and st["refits"] >= 10 and st["relabels"] <= 2

@@ -13,10 +13,11 @@ import zmq
 
 from streamer.errors import ConfigError
 from streamer.market.decoder import FitJob, RegimeTracker, TrackerConfig
+from streamer.market.feed import TickDecoder
 from streamer.market.synthetic import RegimeSpec, simulate
 from streamer.messages import RegimeDecode
 from streamer.net import protocol as P
-from streamer.net.feed import TickDecoder, TickFeed
+from streamer.net.feed import TickFeed
 
 CFG = TrackerConfig(warmup=60, refit_every=0, restarts=1)
 
@@ -36,7 +37,9 @@ def _sync_core(**kw: Any) -> tuple[TickDecoder, list[RegimeDecode]]:
     """A core whose fits run at once (as if the executor were instant)."""
     out: list[RegimeDecode] = []
     jobs: list[tuple[str, RegimeTracker, FitJob]] = []
-    core = TickDecoder(CFG, submit=lambda s, tr, job: jobs.append((s, tr, job)), **kw)
+    core = TickDecoder(
+        CFG, parse=P.parse_tick, submit=lambda s, tr, job: jobs.append((s, tr, job)), **kw
+    )
 
     def feed(b: list[bytes]) -> list[RegimeDecode]:
         got = core.feed(b)
@@ -108,7 +111,7 @@ def test_too_many_symbols_and_tracker_skips(series: Any) -> None:
 def test_a_failed_fit_starts_the_warm_up_again(series: Any) -> None:
     times, prices = series
     jobs: list[Any] = []
-    core = TickDecoder(CFG, submit=lambda *a: jobs.append(a))
+    core = TickDecoder(CFG, parse=P.parse_tick, submit=lambda *a: jobs.append(a))
     core.feed(bodies("A", times[:60], prices[:60]))
     (sym, tr, job), = jobs  # fmt: skip
     assert core.pending_first_fits() == ["A"]
@@ -119,7 +122,7 @@ def test_a_failed_fit_starts_the_warm_up_again(series: Any) -> None:
 
 def test_settings() -> None:
     with pytest.raises(ConfigError):
-        TickDecoder(CFG, max_bytes=10)
+        TickDecoder(CFG, parse=P.parse_tick, max_bytes=10)
     with pytest.raises(ConfigError, match="needs an endpoint"):
         TickFeed(lambda d: None)
 

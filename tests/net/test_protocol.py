@@ -191,15 +191,3 @@ def test_listen_line_markers_do_not_clash_with_bodies() -> None:
     line = m.to_json()
     assert line["from_snapshot"] is True and line["lost_before"] == 2
     assert line["snapshot"] == "tcp://x:1"
-
-
-def test_public_api_is_pinned() -> None:
-    import streamer.net
-
-    assert sorted(streamer.net.__all__) == sorted([
-        "DEFAULT_HWM", "DEFAULT_PUB", "VERSION", "CurveClient", "CurveServer", "Message",
-        "Publisher", "PublisherGone", "Subscriber", "SubscriberStats", "add_pub_arguments",
-        "create_keypair", "publishing",
-    ])  # fmt: skip
-    for name in streamer.net.__all__:
-        assert getattr(streamer.net, name) is not None

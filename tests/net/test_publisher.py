@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import math
@@ -14,7 +13,7 @@ import zmq
 from streamer.errors import ConfigError
 from streamer.messages import RegimeDecode
 from streamer.net import protocol as P
-from streamer.net.publisher import Publisher, add_pub_arguments, publisher_from_args, publishing
+from streamer.net.publisher import Publisher
 from streamer.net.subscriber import Subscriber
 
 from .conftest import recv_all, regime, sub_socket, validate_message, word
@@ -34,7 +33,7 @@ async def test_every_message_follows_its_schema_and_seq_is_consecutive(
             pub.publish_many([regime("BTC-USD", 1.7e9 + i, smoothed=i % 2 == 0) for i in range(50)])
             pub.publish_many([regime("ETH-USD", 1.7e9 + i) for i in range(7)])
             pub.publish(regime("ETH-USD", 1.8e9))
-            pub(regime("SOL", 1.8e9))  # the emitter interface
+            pub.publish(regime("SOL", 1.8e9))
             got = await recv_all(sock, timeout=0.6)
         finally:
             sock.close()
@@ -192,50 +191,23 @@ async def test_bind_conflict_is_one_clear_error(zctx: zmq.Context[Any]) -> None:
                 pass
 
 
-async def test_publishing_flags_and_context_manager(zctx: zmq.Context[Any]) -> None:
-    p = argparse.ArgumentParser()
-    add_pub_arguments(p)
-    add_pub_arguments(p)  # idempotent: serve builds on replay's flags
-    args = p.parse_args(
-        [
-            "--pub",
-            "tcp://127.0.0.1:*",
-            "--hwm",
-            "50",
-            "--lossy",
-            "--heartbeat",
-            "0.2",
-            "--wait-subscribers",
-            "1",
-            "--wait-timeout",
-            "5",
-        ]
+async def test_publisher_settings_and_waiting_for_subscribers(zctx: zmq.Context[Any]) -> None:
+    from streamer.config import Config, PublisherConfig, ServiceConfig
+    from streamer.service import publisher_for
+
+    c = Config(
+        publisher=PublisherConfig(
+            endpoint="tcp://127.0.0.1:*", hwm=50, lossy=True, heartbeat=0.2, snapshots=False
+        ),
+        service=ServiceConfig(latency=True),
     )
-    pub = publisher_from_args(args, context=zctx)
-    assert (pub.hwm, pub.policy, pub.heartbeat_interval) == (50, "lossy", 0.2)
-    assert pub.snapshot_endpoint == "tcp://127.0.0.1:*"
-
-    args.pub = "inproc://publishing"
-    got: list[Any] = []
-
-    async def listen() -> None:
-        async with Subscriber(
-            "inproc://publishing", ["regime", "status"], context=zctx, snapshot=False
-        ) as s:
-            async for m in s:
-                got.append(m)
-                if m.kind == "status" and m.body["state"] == "stopped":
-                    return
-
-    task = asyncio.create_task(listen())
-    await asyncio.sleep(0.05)
-    async with publishing(args, context=zctx, sources=["test"]) as pub:
-        pub(regime())  # nothing is lost: the subscriber was awaited
-    await asyncio.wait_for(task, 5)
-    states = [m.body["state"] for m in got if m.kind == "status"]
-    assert states[-2:] == ["running", "stopped"] and "regime.BTC-USD" in {m.topic for m in got}
-    args.wait_timeout = 0.1
-    args.pub = "inproc://publishing-2"  # inproc names are freed asynchronously after a close
-    with pytest.raises(ConfigError, match="subscribed within"):
-        async with publishing(args, context=zctx):
-            pass
+    pub = publisher_for(c, curve=None, context=zctx)
+    assert (pub.hwm, pub.policy, pub.heartbeat_interval, pub.latency) == (50, "lossy", 0.2, True)
+    assert pub.snapshot_endpoint is None and pub.closed
+    c = Config(publisher=PublisherConfig(endpoint="inproc://publishing", snapshot="inproc://s"))
+    async with publisher_for(c, curve=None, context=zctx) as pub:
+        assert not pub.closed and pub.snapshot_endpoint == "inproc://s"
+        with pytest.raises(ConfigError, match=r"only 0 subscribed within 0\.1 s"):
+            await pub.wait_for(1, 0.1)
+        assert pub.state == "waiting"
+    assert pub.closed

@@ -17,23 +17,27 @@ import zmq
 
 from streamer.cli import main
 from streamer.commands import serve as serve_cmd
+from streamer.commands.options import config_from_args
+from streamer.config import Config
 from streamer.errors import ConfigError
 from streamer.market.synthetic import RegimeSpec, simulate
 from streamer.net import protocol as P
 from streamer.net.publisher import Publisher
 from streamer.net.subscriber import Subscriber
-from streamer.service import Service, resolve_config
+from streamer.service import Service
 
 from .conftest import regime, validate_message
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def serve_args(argv: list[str]) -> Any:
-    parser = serve_cmd._parser()
-    args = parser.parse_args(argv)
-    resolve_config(args, parser)
-    return args
+def serve_args(argv: list[str]) -> Config:
+    """The configuration `streamer serve ARGV` runs with."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    serve_cmd.add_arguments(parser)
+    return config_from_args(parser.parse_args(argv))
 
 
 async def collect_until_stopped(sub: Subscriber, out: list[P.Message]) -> None:
@@ -126,15 +130,16 @@ async def test_stop_mid_recording_publishes_every_utterance(
     async with Subscriber(pub, ["speech", "status", "metrics"], context=zctx) as sub:
         collector = asyncio.create_task(collect_until_stopped(sub, got))
         run = asyncio.create_task(service.run())
-        while not service.speech.events:  # stop once the first word is out: mid-recording
+        while not service.speech_metrics()["events"]:  # stop once the first word is out
             await asyncio.sleep(0.02)
             assert not run.done()
         service.stop()
         assert await asyncio.wait_for(run, 15) == 0
         await asyncio.wait_for(collector, 10)
     words = [m for m in got if m.kind == "speech"]
-    submitted = service._pool.stats.submitted
-    assert 1 <= len(words) == submitted == sum(service.speech.events.values())
+    assert service.pool is not None and service.counts is not None
+    submitted = service.pool.stats.submitted
+    assert 1 <= len(words) == submitted == sum(service.counts.words.values())
     assert [m.seq for m in words] == list(range(len(words)))
     metrics = [m for m in got if m.kind == "metrics"][-1].body
     assert metrics["speech"]["events"] == len(words)
@@ -142,37 +147,44 @@ async def test_stop_mid_recording_publishes_every_utterance(
         validate_message(validators, m.topic, m.body)
 
 
-def test_config_file_and_flags(tmp_path: Path, ipc: Callable[[str], str]) -> None:
+def test_config_file_and_flags(tmp_path: Path) -> None:
     cfg = tmp_path / "serve.toml"
     cfg.write_text(
-        'pub = "tcp://127.0.0.1:6000"\n'
+        "[publisher]\n"
+        'endpoint = "tcp://127.0.0.1:6000"\n'
         "wait-subscribers = 2\n"
         "lossy = true\n"
-        'tick-feed = ["tcp://127.0.0.1:6001"]\n'
-        "[regimes]\n"
+        "[feed]\n"
+        'bind = ["tcp://127.0.0.1:6001"]\n'
+        "[tracker]\n"
         "warmup = 80\n"
         "refit_every = 0\n"
     )
-    args = serve_args(["--config", str(cfg), "--warmup", "100", "--hwm", "5"])
-    assert args.pub == "tcp://127.0.0.1:6000" and args.wait_subscribers == 2 and args.lossy
-    assert args.tick_feed == ["tcp://127.0.0.1:6001"]
-    assert args.warmup == 100  # the flag wins
-    assert args.refit_every == 0 and args.hwm == 5
-    assert args.speed == 1.0 and not args.audio and args.vad == []  # defaults unwrapped
-    # a flag that appends still appends to nothing, not to the file's list
-    assert serve_args(["--config", str(cfg), "--tick-feed", "ipc://x"]).tick_feed == ["ipc://x"]
+    c = serve_args(["--config", str(cfg), "--warmup", "100", "--hwm", "5"])
+    assert c.publisher.endpoint == "tcp://127.0.0.1:6000" and c.publisher.wait_subscribers == 2
+    assert c.publisher.lossy and c.feed.bind == ("tcp://127.0.0.1:6001",)
+    assert c.tracker.warmup == 100  # the flag wins
+    assert c.tracker.refit_every == 0 and c.publisher.hwm == 5
+    assert c.service.speed == 1.0 and c.audio.files == ()  # defaults
+    # a repeatable flag replaces the file's list
+    assert serve_args(["--config", str(cfg), "--tick-feed", "ipc://x"]).feed.bind == ("ipc://x",)
     for text, what in (
-        ("nonsense = 1\n", "unknown setting 'nonsense'"),
-        ("warmup = 'many'\n", "not a valid value"),
-        ("lossy = 1\n", "true or false"),
-        ("worker-kind = 'gpu'\n", "not one of"),
-        ("pub = [\n", "not valid TOML"),
+        ("nonsense = 1\n", "unknown section \\[nonsense\\]"),
+        ("[publisher]\nnonsense = 1\n", "unknown key 'nonsense' in \\[publisher\\]"),
+        ("[tracker]\nwarmup = 'many'\n", "\\[tracker\\] warmup: expected an integer"),
+        ("[publisher]\nlossy = 1\n", "true or false"),
+        ("[recognizer]\nkind = 'gpu'\n", "not one of"),
+        ("[tracker]\nwarmup = 5\n", "warmup must be between"),
+        ("[publisher]\nhwm = -1\n", "publisher.hwm: must be >= 0"),
+        ("[publisher]\nendpoint = [\n", "not valid TOML"),
     ):
         cfg.write_text(text)
         with pytest.raises(ConfigError, match=what):
             serve_args(["--config", str(cfg)])
     with pytest.raises(ConfigError, match="cannot read"):
         serve_args(["--config", str(tmp_path / "missing.toml")])
+    with pytest.raises(ConfigError, match=r"--hwm \(publisher.hwm\): must be >= 0"):
+        serve_args(["--hwm", "-3"])
 
 
 def test_nothing_to_serve(capsys: pytest.CaptureFixture[str]) -> None:
@@ -199,32 +211,26 @@ async def test_listen_prints_json_lines(
     assert [x["seq"] for x in lines] == list(range(lines[0]["seq"], lines[0]["seq"] + 3))
 
 
-async def test_replay_can_publish_through_the_pub_emitter(
+async def test_replay_with_pub_is_the_service_publishing(
     zctx: zmq.Context[Any], ipc: Callable[[str], str], tmp_path: Path
 ) -> None:
-    """What `streamer replay --pub` needs: `add_pub_arguments` and `publishing` as its emitter."""
-    import argparse
-
+    """`streamer replay --pub`: the same service as `serve`, every decode published in order."""
     from streamer.commands import replay
-    from streamer.net.publisher import add_pub_arguments, publishing
     from tests.market.conftest import write_csv
 
     s = simulate(RegimeSpec.preset(2), 300, seed=4)
     csv = write_csv(tmp_path / "BTC.csv", s)
-    p = argparse.ArgumentParser()
-    replay.add_arguments(p)
-    add_pub_arguments(p)
     pub = ipc("replay")
-    args = p.parse_args(["--ticks", str(csv), "--speed", "0", "--warmup", "60",
-                         "--pub", pub, "--wait-subscribers", "1"])  # fmt: skip
+    argv = ["replay", "--ticks", str(csv), "--speed", "0", "--warmup", "60",
+            "--pub", pub, "--wait-subscribers", "1"]  # fmt: skip
     got: list[P.Message] = []
     async with Subscriber(pub, ["regime", "status"], context=zctx) as sub:
         collector = asyncio.create_task(collect_until_stopped(sub, got))
-        async with publishing(args, context=zctx, sources=["ticks"]) as emit:
-            assert await replay.replay(args, emit) == 0
+        assert await asyncio.to_thread(main, argv) == 0
         await asyncio.wait_for(collector, 10)
     regimes = [m for m in got if m.kind == "regime"]
     assert [m.seq for m in regimes] == list(range(299)) and regimes[0].topic == "regime.BTC"
+    assert replay.NAME == "replay"
 
 
 async def test_serve_replays_csv_ticks_and_exits_when_done(

@@ -26,6 +26,7 @@ from streamer.speech.bank import WordBank
 from streamer.speech.enroll import BankWatcher, check_word, enroll_word, recipe_for
 from streamer.speech.pipeline import run_stream
 from streamer.speech.recognizer import RecognizerPool, bank_factory, fake_factory
+from tests.sinks import Collector
 
 
 def _takes(word: str, n: int) -> list[np.ndarray]:
@@ -169,19 +170,21 @@ async def test_a_bank_swapped_mid_stream_drops_nothing(tmp_path: Path, cherry: W
     for i, w in enumerate(words):
         parts += [synthesize(w, HELDOUT_VOICES[(i + 1) % len(HELDOUT_VOICES)]), gap]
     audio = np.concatenate(parts)
-    events: list[WordEvent] = []
+    checks: list[asyncio.Task[bool]] = []
     async with RecognizerPool(bank_factory(path), workers=2, max_pending=2) as pool:
         watcher = BankWatcher(path, pool)
 
-        async def emit_and_watch(e: WordEvent, _delay: float) -> None:
-            events.append(e)
-            if len(events) == 2:
+        def after(e: WordEvent) -> None:
+            if len(sink.words) == 2:
                 cherry.save(path)
-                assert await watcher.check()
+                checks.append(asyncio.ensure_future(watcher.check()))
 
+        sink = Collector(on_word=after)
         # paced (5x): the swap comes while the later words are still to be spoken
         src = WavSource(audio, source_rate=8000, speed=5, chunk_ms=20)
-        stats = await run_stream(src, pool, emit_and_watch)
+        stats = await run_stream(src, pool, sink)
+        assert len(checks) == 1 and await checks[0]
+    events = sink.words
     assert stats.utterances == len(words) == len(events)
     assert [e.index for e in events] == list(range(len(words)))
     assert all(e.error is None for e in events)
@@ -196,9 +199,15 @@ async def test_a_running_service_picks_up_an_enrolled_word(
     """`streamer serve` with --watch-bank: the bank file changes mid-replay (as `streamer enroll`
     writes it) and the words after the change are recognised with the new bank; the swap is
     announced on the status topic and nothing is dropped."""
-    from streamer.commands import serve as serve_cmd
+    from streamer.config import (
+        AudioConfig,
+        Config,
+        PublisherConfig,
+        RecognizerConfig,
+        ServiceConfig,
+    )
     from streamer.net.subscriber import Subscriber
-    from streamer.service import Service, resolve_config
+    from streamer.service import Service
 
     path = tmp_path / "bank.npz"
     shutil.copy(default_bank_path(), path)
@@ -209,12 +218,15 @@ async def test_a_running_service_picks_up_an_enrolled_word(
         parts += [synthesize(w, HELDOUT_VOICES[(i + 2) % len(HELDOUT_VOICES)]), gap]
     wav = tmp_path / "words.wav"
     write_wav(wav, np.concatenate(parts), 8000)
-    argv = [str(wav), "--bank", str(path), "--speed", "4", "--pub", "tcp://127.0.0.1:*"]
-    argv += ["--wait-subscribers", "1", "--watch-bank", "0.05", "--metrics-interval", "0"]
-    parser = serve_cmd._parser()
-    args = parser.parse_args(argv)
-    resolve_config(args, parser)
-    service = Service(args, tune_gc=False)
+    config = Config(
+        service=ServiceConfig(speed=4),
+        audio=AudioConfig(files=(wav,)),
+        recognizer=RecognizerConfig(bank=path, watch_bank=0.05),
+        publisher=PublisherConfig(
+            endpoint="tcp://127.0.0.1:*", wait_subscribers=1, metrics_interval=0
+        ),
+    )
+    service = Service(config, tune_gc=False)
     task = asyncio.create_task(service.run())
     while service.publisher is None or "*" in service.publisher.endpoint:
         await asyncio.sleep(0.01)

@@ -12,9 +12,10 @@ from streamer.audio.sources import WavSource
 from streamer.audio.synth import HELDOUT_VOICES, synthesize
 from streamer.audio.wav import to_pcm16
 from streamer.errors import BankError
-from streamer.messages import Utterance, WordEvent
+from streamer.messages import Utterance
 from streamer.speech.pipeline import run_stream
 from streamer.speech.recognizer import FakeRecognizer, RecognizerPool, bank_factory, fake_factory
+from tests.sinks import Collector
 
 MARKER = 0.123
 
@@ -47,12 +48,13 @@ async def test_workers_finish_out_of_order_but_futures_keep_their_utterance() ->
 
 async def test_events_come_out_in_input_order() -> None:
     pcm = _stream(10)
-    events: list[WordEvent] = []
+    sink = Collector()
     async with RecognizerPool(
         fake_factory(delay=0.002, jitter=0.01), workers=2, kind="process", max_pending=6
     ) as pool:
         src = WavSource(pcm, source_rate=8000, speed=0, stream="s")
-        stats = await run_stream(src, pool, lambda e, d: events.append(e))
+        stats = await run_stream(src, pool, sink)
+    events = sink.words
     assert [e.index for e in events] == list(range(10))
     assert stats.utterances == stats.events == 10
     assert all(e.error is None and e.closed_at is not None for e in events)
@@ -61,12 +63,13 @@ async def test_events_come_out_in_input_order() -> None:
 
 async def test_backpressure_slows_the_replay_instead_of_dropping() -> None:
     pcm = _stream(6)
-    events: list[WordEvent] = []
+    sink = Collector()
     async with RecognizerPool(
         fake_factory(delay=0.25), workers=1, kind="thread", max_pending=1
     ) as pool:
         src = WavSource(pcm, source_rate=8000, speed=40.0, stream="s")
-        await run_stream(src, pool, lambda e, d: events.append(e))
+        await run_stream(src, pool, sink)
+    events = sink.words
     assert [e.index for e in events] == list(range(6))
     assert pool.stats.waited > 0.3  # submit waited for room...
     assert src.slid > 0.3  # ...and the replay's schedule slid rather than burst
@@ -158,11 +161,11 @@ async def test_paced_and_unpaced_replays_give_the_same_events() -> None:
     runs = []
     for speed, chunk in ((0.0, 1000.0), (1.0, 20.0), (3.0, 7.0)):
         clock = VirtualClock()
-        events: list[WordEvent] = []
+        sink = Collector()
         async with RecognizerPool(fake_factory(), kind="inline") as pool:
             src = WavSource(pcm, source_rate=8000, speed=speed, chunk_ms=chunk, clock=clock)
-            await run_stream(src, pool, lambda e, d, out=events: out.append(e))
-        runs.append(events)
+            await run_stream(src, pool, sink)
+        runs.append(sink.words)
         if speed:
             assert clock.t == pytest.approx(pcm.size / 8000 / speed, abs=0.01)
     assert len(runs[0]) == 5 and runs[0] == runs[1] == runs[2]

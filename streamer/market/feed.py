@@ -1,0 +1,185 @@
+"""The live tick feed's core: ticks checked and decoded per symbol, pure and synchronous.
+
+`streamer.net.feed.TickFeed` is the asyncio shell around it (the socket, the
+executor for fits); everything that decides lives here, so it is tested
+without sockets. Why batches, and why a fit never blocks a live feed: see
+`streamer.net.feed`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+import numpy as np
+
+from streamer.errors import ConfigError
+from streamer.market.decoder import FitJob, RegimeTracker, TrackerConfig
+from streamer.messages import RegimeDecode
+
+log = logging.getLogger("streamer.net.feed")  # one logger for the feed, core and shell
+
+PUSH_MANY_MIN = 16  # below this many ticks per symbol per batch, the per-tick path is cheaper
+
+TickParser = Callable[[bytes, int], tuple[str, float, float]]
+"""(body, max_bytes) -> (symbol, t, price); ValueError (with `kind`, `detail`) for a bad tick."""
+
+
+class TickDecoder:
+    """Checks ticks and decodes them per symbol; pure and synchronous (fits are handed out).
+
+    `feed(bodies)` takes the bodies of tick messages and returns the decodes they
+    produced; the shell counts badly framed messages with `reject`. `parse` reads
+    one body (the wire format is the transport's: `streamer.net.protocol.parse_tick`)
+    and raises a ValueError with `kind` and `detail` for a tick to drop.
+    Fits are not run here: `submit(symbol, tracker, job)` is called for each new
+    fit job and the caller hands the result back with `fitted`.
+    """
+
+    def __init__(
+        self,
+        config: TrackerConfig,
+        *,
+        parse: TickParser,
+        symbols: Collection[str] | None = None,
+        max_bytes: int = 4096,
+        max_symbols: int = 10_000,
+        submit: Callable[[str, RegimeTracker, FitJob], None] | None = None,
+    ) -> None:
+        if max_bytes < 64:
+            raise ConfigError(f"--max-tick-bytes must be at least 64, not {max_bytes}")
+        self.config = config
+        self.parse = parse
+        self.symbols = frozenset(symbols) if symbols else None
+        self.max_bytes = max_bytes
+        self.max_symbols = max_symbols
+        self.submit = submit
+        self.trackers: dict[str, RegimeTracker] = {}
+        self.received = 0
+        self.accepted = 0
+        self.decoded = 0
+        self.batches = 0
+        self.dropped: Counter[str] = Counter()
+        self.fit_errors = 0
+        self._examples: set[str] = set()
+        self._jobs: dict[str, FitJob] = {}  # symbol -> job handed to `submit`
+
+    def reject(self, kind: str, detail: str) -> None:
+        """Count (and, the first time for `kind`, log) a dropped message."""
+        self.received += 1
+        self.dropped[kind] += 1
+        if kind not in self._examples:
+            self._examples.add(kind)
+            log.warning(
+                "tick feed: dropping a tick (%s: %s); further ones are only counted",
+                kind,
+                detail[:200],
+            )
+
+    def feed(self, bodies: Sequence[bytes]) -> list[RegimeDecode]:
+        """Check and decode the bodies of a batch of well-framed ``[b"tick", body]`` messages."""
+        groups: dict[str, tuple[list[float], list[float]]] = {}
+        parse = self.parse
+        max_bytes = self.max_bytes
+        allowed = self.symbols
+        new = 0  # symbols first seen in this batch
+        for body in bodies:
+            try:
+                symbol, t, price = parse(body, max_bytes)
+            except ValueError as e:
+                self.reject(getattr(e, "kind", "invalid"), getattr(e, "detail", str(e)))
+                continue
+            g = groups.get(symbol)
+            if g is None:
+                if allowed is not None and symbol not in allowed:
+                    self.reject("unknown_symbol", f"symbol {symbol!r}")
+                    continue
+                if symbol not in self.trackers:
+                    if len(self.trackers) + new >= self.max_symbols:
+                        self.reject("too_many_symbols", f"{symbol!r} beyond {self.max_symbols}")
+                        continue
+                    new += 1
+                g = groups[symbol] = ([], [])
+            g[0].append(t)
+            g[1].append(price)
+        out: list[RegimeDecode] = []
+        self.batches += 1
+        for symbol, (ts, ps) in groups.items():
+            self.received += len(ts)
+            self.accepted += len(ts)
+            out.extend(self.push(symbol, ts, ps))
+        self.decoded += len(out)
+        return out
+
+    def push(self, symbol: str, ts: list[float], ps: list[float]) -> list[RegimeDecode]:
+        """Good ticks of one symbol into its tracker; its decodes (fits handed to `submit`)."""
+        tr = self.trackers.get(symbol)
+        if tr is None:
+            tr = self.trackers[symbol] = RegimeTracker(symbol, self.config, inline=False)
+        if len(ts) >= PUSH_MANY_MIN:
+            out = tr.push_many(np.asarray(ts), np.asarray(ps))
+        else:
+            out = []
+            push = tr.push
+            for t, p in zip(ts, ps, strict=True):
+                r = push(t, p)
+                if r:
+                    out.extend(r)
+        self._hand_out(symbol, tr)
+        return out
+
+    def _hand_out(self, symbol: str, tr: RegimeTracker) -> None:
+        job = tr.job
+        if job is not None and self._jobs.get(symbol) is not job:
+            self._jobs[symbol] = job
+            if self.submit is not None:
+                self.submit(symbol, tr, job)
+
+    def fitted(
+        self, symbol: str, tr: RegimeTracker, job: FitJob, report: Any, error: BaseException | None
+    ) -> list[RegimeDecode]:
+        """A fit came back: install it (the warm-up backlog's decodes come out), or start over."""
+        if self.trackers.get(symbol) is not tr or tr.job is not job:
+            return []  # superseded
+        self._jobs.pop(symbol, None)
+        if error is not None:
+            self.fit_errors += 1
+            log.warning(
+                "%s: regime fit failed (%s: %s); warming up again",
+                symbol,
+                type(error).__name__,
+                error,
+            )
+            self.trackers[symbol] = RegimeTracker(symbol, self.config, inline=False)
+            return []
+        out = tr.install(report)
+        self.decoded += len(out)
+        self._hand_out(symbol, tr)
+        return out
+
+    def pending_first_fits(self) -> list[str]:
+        """Symbols whose first fit is running: their buffered ticks still await decoding."""
+        return [s for s, j in self._jobs.items() if j.first]
+
+    def stats(self) -> dict[str, Any]:
+        skipped: Counter[str] = Counter()
+        warming = 0
+        for tr in self.trackers.values():
+            skipped.update(tr.skipped)
+            warming += tr.decoder is None
+        return {
+            "received": self.received,
+            "accepted": self.accepted,
+            "decoded": self.decoded,
+            "dropped": dict(self.dropped),
+            "skipped": dict(skipped),
+            "symbols": len(self.trackers),
+            "warming_up": warming,
+            "fit_errors": self.fit_errors,
+            "batches": self.batches,
+        }
+
+
+__all__ = ["PUSH_MANY_MIN", "TickDecoder", "TickParser"]
