@@ -36,12 +36,10 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_stream import build_stream, collect, write_wav
-
 from streamer.audio.score import Event, match, percentiles
 from streamer.audio.sources import WavSource
-from streamer.audio.wav import load_audio, to_pcm16
+from streamer.audio.teststream import build_stream, collect
+from streamer.audio.wav import load_audio, to_pcm16, write_wav
 from streamer.config import AudioConfig
 from streamer.paths import data_dir
 from streamer.speech.pipeline import run_stream

@@ -48,6 +48,7 @@ from hmmlearn.hmm import GaussianHMM
 from scipy.optimize import linear_sum_assignment
 
 from streamer.errors import ConfigError, TickError
+from streamer.hmmcompat import set_iterations
 
 REGIME_NAMES: dict[int, tuple[str, ...]] = {
     1: ("calm",),
@@ -336,9 +337,7 @@ def _hmm(
 
 
 def _set_iter(m: GaussianHMM, n_iter: int, tol: float) -> None:
-    # hmmlearn's loop reads m.n_iter but its monitor (made in __init__) keeps its own copies
-    m.n_iter = m.monitor_.n_iter = n_iter
-    m.tol = m.monitor_.tol = tol
+    set_iterations(m, n_iter, tol)  # hmmlearn's monitor keeps its own copies (hmmcompat)
 
 
 def _fit_k(

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hmmlearn import _hmmc, hmm
+from hmmlearn import hmm
 
 from streamer.errors import BankError, ConfigError
+from streamer.hmmcompat import forward_log, stored_covars
 from streamer.messages import Recognition
 from streamer.speech.features import FeatureConfig, dynamic_range_db, mfcc
 
@@ -200,7 +201,7 @@ class WordBank:
                 out[i] = fb.score(x)
                 continue
             lp = np.ascontiguousarray(frame[:, self._state_slices[i]])  # type: ignore[index]
-            out[i], _ = _hmmc.forward_log(self._start[i], self._trans[i], lp)
+            out[i], _ = forward_log(self._start[i], self._trans[i], lp)
         ubm = float(self._ubm_emitter(x)[:, 0].sum())
         return out, ubm
 
@@ -608,17 +609,17 @@ def _from_hmmlearn(model: hmm.BaseHMM, cfg: HmmConfig) -> WordModel:
         means = model.means_[:, None, :]
         weights = np.ones((n, 1))
         if ct in ("diag", "spherical"):
-            # hmmlearn's covars_ property expands to full matrices; _covars_ is the stored form
-            raw = np.asarray(model._covars_)
+            # hmmlearn's covars_ property expands to full matrices: the stored form instead
+            raw = stored_covars(model)
             if raw.ndim == 1:  # spherical: one variance per state
                 raw = np.repeat(raw[:, None], d, axis=1)
             covars = raw[:, None, :]
             ct_out = "diag"
         elif ct == "full":
-            covars = _regularise(np.asarray(model._covars_), cfg.min_covar)[:, None]
+            covars = _regularise(stored_covars(model), cfg.min_covar)[:, None]
             ct_out = "full"
         else:
-            covars = _regularise(np.asarray(model._covars_)[None], cfg.min_covar)[0]
+            covars = _regularise(stored_covars(model)[None], cfg.min_covar)[0]
             ct_out = "tied"
     else:
         means = model.means_

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,6 @@ from streamer.paths import default_bank_path
 from streamer.speech import recognizer
 
 from .conftest import Synthetic, make_synthetic
-
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
 @pytest.fixture
@@ -119,7 +116,6 @@ def test_vad_flags_reach_the_segmenter(capsys, fake_bank, wav) -> None:  # type:
 def test_ticks_and_audio_run_side_by_side_each_topic_numbered(
     capsys, fake_bank, wav, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    pytest.importorskip("streamer.market.stream")
     from streamer.market.synthetic import RegimeSpec, simulate
 
     s = simulate(RegimeSpec.preset(2), 400, seed=4)
@@ -145,6 +141,10 @@ def test_ticks_and_audio_run_side_by_side_each_topic_numbered(
     assert code == 0 and lines and all(d["topic"] == "regime" for d in lines)
 
 
+def _no_delay(lines: list[dict]) -> list[dict]:  # type: ignore[type-arg]
+    return [{k: v for k, v in d.items() if k != "delay_ms"} for d in lines]
+
+
 def _bank_or_fail() -> Path:
     path = default_bank_path()
     if not path.exists():
@@ -158,11 +158,8 @@ def _bank_or_fail() -> Path:
 def test_golden_replay_of_a_stream_with_known_truth(capsys, fruits_dir: Path, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Fruit recordings laid out by make_stream.py, replayed by the real command and bank."""
     bank = _bank_or_fail()
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        from make_stream import collect, make_stream, write_truth
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    from streamer.audio.teststream import collect, make_stream, write_truth
+
     files = [f for f in collect(fruits_dir) if f[1].stem.endswith(("01", "07", "13"))]
     x, truth, rate = make_stream(fruits_dir, seed=11, files=files, out_rate=16000)
     wav = tmp_path / "golden.wav"
@@ -170,9 +167,11 @@ def test_golden_replay_of_a_stream_with_known_truth(capsys, fruits_dir: Path, tm
     write_truth(tmp_path / "golden.csv", truth)
     code, lines, err = _run(capsys, str(wav), "--bank", str(bank), "--speed", "0", "--latency")
     assert code == 0, err
-    s = score(events_from_lines(json.dumps(d) for d in lines), truth)
+    assert np.all([d["delay_ms"] >= 0 for d in lines])
+    # stream time only (closed_at - end, counted in samples): the same on any machine; the
+    # wall-clock part (delay_ms) is a benchmark figure (scripts/bench_stream.py), not a test
+    s = score(events_from_lines(json.dumps(d) for d in _no_delay(lines)), truth)
     assert s.words == 21
     assert s.precision == 1.0 and s.recall == 1.0
     assert s.label_accuracy >= 0.95, s.confusions
     assert s.latency_ms["p99"] <= 400
-    assert np.all([d["delay_ms"] >= 0 for d in lines])

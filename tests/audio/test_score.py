@@ -12,13 +12,18 @@ import pytest
 
 from streamer.audio.noise import speech_rms
 from streamer.audio.score import Event, events_from_lines, match, score
+from streamer.audio.teststream import build_stream, read_truth
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-from make_stream import build_stream, read_truth  # noqa: E402
-from make_stream import main as make_stream_main  # noqa: E402
 
-sys.path.remove(str(SCRIPTS))
+
+def make_stream_main(argv: list[str]) -> int:
+    """scripts/make_stream.py as a user runs it."""
+    import subprocess
+
+    cmd = [sys.executable, str(SCRIPTS / "make_stream.py"), *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).returncode
+
 
 T = [Event("apple", 1.0, 1.5), Event("kiwi", 3.0, 3.4), Event("lime", 5.0, 5.5)]
 

@@ -137,7 +137,6 @@ class _FakeStream:
         assert dtype == "int16" and channels == 1
         self.block, self.callback = blocksize, callback
         self.blocks = 0
-        self.max_callback = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.n_blocks = 200
@@ -146,9 +145,7 @@ class _FakeStream:
         k = 0
         while not self._stop.is_set() and k < self.n_blocks:
             data = np.full((self.block, 1), k % 1000, dtype=np.int16)
-            t0 = time.perf_counter()
             self.callback(data, self.block, None, None)
-            self.max_callback = max(self.max_callback, time.perf_counter() - t0)
             k += 1
             self.blocks = k
             time.sleep(0.0005)
@@ -198,7 +195,9 @@ async def test_microphone_drops_and_counts_when_the_consumer_is_slow() -> None:
     starts = [c.start for c in got]
     assert starts == sorted(starts) and starts[-1] < total
     assert all(c.samples[0] == (c.start // 80) % 1000 for c in got)
-    assert sd.stream.max_callback < 0.005  # never blocked
+    # the callback never waited for the consumer: had it waited, nothing would have dropped,
+    # and the device delivered every block while the loop was blocked (no wall-clock bound)
+    assert sd.stream.blocks == sd.stream.n_blocks
 
 
 async def test_microphone_keeps_everything_when_the_consumer_keeps_up() -> None:
