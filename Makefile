@@ -27,11 +27,15 @@ venv: $(BIN)/python
 demo: setup
 	$(BIN)/streamer demo
 
+# ruff (lint and format) and mypy --strict over streamer/ (settings in pyproject.toml)
+LINT = $(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+
 test: setup
+	$(LINT)
 	$(BIN)/python -m pytest -q
 
 lint: venv
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(LINT)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache

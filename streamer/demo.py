@@ -390,7 +390,7 @@ def _regime_summary(board: Scoreboard, prices: PriceTruth, width: int = 64) -> l
         f"{board.regime_changes} switches"
     ]
     t = prices.times
-    rows = []
+    rows: list[tuple[str, str, str | None]] = []
     if prices.states is not None:
         rows.append(("true", _strip(t, prices.states, width), None))
     rows.append(("online", _strip(t, board.decoded, width), "decoded"))

@@ -64,7 +64,7 @@ def forward_log(
 
 def stored_covars_public(model: Any) -> np.ndarray:
     """`stored_covars` from the public `covars_` (always full matrices) alone."""
-    full = np.asarray(model.covars_)
+    full: np.ndarray = np.asarray(model.covars_)
     ct = model.covariance_type
     if ct == "diag":
         return np.diagonal(full, axis1=-2, axis2=-1).copy()
@@ -72,9 +72,12 @@ def stored_covars_public(model: Any) -> np.ndarray:
         # hmmlearn 0.3 can hold a spherical model's variances as (n, d) after `fit`, and its
         # `covars_` then repeats each state d times: the first of each state's block is right
         d = full.shape[-1]
-        return full.reshape(model.n_components, -1, d, d)[:, 0, 0, 0].copy()
+        n = int(model.n_components)
+        per_state: np.ndarray = full.reshape(n, -1, d, d)[:, 0, 0, 0].copy()
+        return per_state
     if ct == "tied":
-        return full[0].copy()
+        shared: np.ndarray = full[0].copy()
+        return shared
     return full.copy()
 
 

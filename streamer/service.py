@@ -326,7 +326,8 @@ class Service:
         d: dict[str, Any] = {"speech": self.speech_metrics(), "ticks": self.ticks_metrics()}
         if self.feed is not None:
             d["feed"] = self.feed.stats()
-        return P.jsonable(d)
+        out: dict[str, Any] = P.jsonable(d)
+        return out
 
     # -- running --------------------------------------------------------------------------------
 

@@ -83,14 +83,18 @@ def _hum(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
     x = np.zeros(n)
     for h in range(1, int(min(rate / 2, 2000) // base)):
         x += np.sin(2 * np.pi * base * h * t + rng.uniform(0, 2 * np.pi)) / h**0.8
-    return x + 0.05 * x.std() * rng.standard_normal(n)
+    out: np.ndarray = x + 0.05 * x.std() * rng.standard_normal(n)
+    return out
 
 
 def _factory(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
     """Machinery: a motor's harmonic whine, band-passed rumble and periodic hammer blows."""
     t = np.arange(n) / rate
     f0 = rng.uniform(90, 180)
-    x = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.28)) / k for k in range(1, 8))
+    x: np.ndarray = sum(
+        (np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.28)) / k for k in range(1, 8)),
+        np.zeros(n),
+    )
     sos = butter(2, [200 / (rate / 2), min(1500 / (rate / 2), 0.99)], btype="band", output="sos")
     x = x + 2.0 * sosfilt(sos, rng.standard_normal(n))
     period = int(rate * rng.uniform(0.25, 0.6))

@@ -19,9 +19,16 @@ import numpy as np
 
 
 class Span(Protocol):
-    label: str | None
-    start: float
-    end: float
+    """Anything with a label and a stretch of stream time (events, truth words)."""
+
+    @property
+    def label(self) -> str | None: ...
+
+    @property
+    def start(self) -> float: ...
+
+    @property
+    def end(self) -> float: ...
 
 
 @dataclass(frozen=True)

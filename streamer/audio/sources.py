@@ -25,7 +25,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,7 +65,7 @@ class AudioSource(Protocol):
     @property
     def dropped(self) -> int: ...
 
-    def __aiter__(self) -> AsyncIterator[AudioChunk]: ...
+    def __aiter__(self) -> AsyncGenerator[AudioChunk, None]: ...
 
     async def aclose(self) -> None: ...
 
@@ -91,8 +91,8 @@ class _PcmReader:
         self._left = 0 if got < n else self._left - n
         x = np.frombuffer(raw[: got * 2 * self.channels], dtype="<i2")
         if self.channels > 1:
-            x = x.reshape(-1, self.channels).mean(axis=1)
-            return np.round(x).astype(np.int16)
+            mono: np.ndarray = np.round(x.reshape(-1, self.channels).mean(axis=1))
+            return mono.astype(np.int16)
         return x.astype(np.int16)
 
     def close(self) -> None:
@@ -211,7 +211,7 @@ class WavSource:
         assert self._reader is not None
         return self._reader.read(self.chunk)
 
-    async def __aiter__(self) -> AsyncIterator[AudioChunk]:
+    async def __aiter__(self) -> AsyncGenerator[AudioChunk, None]:
         clock = self.clock
         t0 = clock.now()
         try:
@@ -592,7 +592,7 @@ class MicSource:
             )
             return
 
-    async def __aiter__(self) -> AsyncIterator[AudioChunk]:
+    async def __aiter__(self) -> AsyncGenerator[AudioChunk, None]:
         if self._closed:
             return
         if self._pa_stream is None:

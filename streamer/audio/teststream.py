@@ -39,7 +39,7 @@ def collect(folder: str | Path, labels: list[str] | None = None) -> list[tuple[s
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
-    out = []
+    out: list[tuple[str, Path]] = []
     for d in sorted(p for p in folder.iterdir() if p.is_dir()):
         if labels is not None and d.name not in labels:
             continue

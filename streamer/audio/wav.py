@@ -76,7 +76,8 @@ def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     if rate == target or x.size == 0:
         return x.astype(np.float32, copy=False)
     g = gcd(int(rate), int(target))
-    return resample_poly(x, target // g, rate // g).astype(np.float32)
+    y: np.ndarray = resample_poly(x, target // g, rate // g)
+    return y.astype(np.float32)
 
 
 def to_canonical(

@@ -76,7 +76,8 @@ def volatility_features(x: np.ndarray, window: int = 20) -> np.ndarray:
     f = np.column_stack([x[window - 1 :], np.log(vol + 1e-12)])
     sd = f.std(0)
     sd[sd == 0] = 1.0
-    return (f - f.mean(0)) / sd
+    out: np.ndarray = (f - f.mean(0)) / sd
+    return out
 
 
 def _subsample(n: int, max_points: int) -> np.ndarray:

@@ -92,7 +92,7 @@ def _accept_mask(
     before = np.maximum.accumulate(
         np.concatenate([[-np.inf if last_t is None else last_t], np.where(ok, t, -np.inf)])
     )[:-1]
-    acc = ok & (t > before)
+    acc: np.ndarray = ok & (t > before)
     if not acc.all():
         for reason, bad in (
             ("bad_price", ~okp),
@@ -113,7 +113,8 @@ def _tup(names: Iterable[str]) -> str:
 def _compile(src: list[str], name: str) -> Callable[..., Any]:
     namespace: dict[str, Any] = {}
     exec("\n".join(src), namespace)  # the source is built from integers only
-    return namespace[name]
+    fn: Callable[..., Any] = namespace[name]
+    return fn
 
 
 @cache

@@ -81,7 +81,8 @@ def stationary(transmat: np.ndarray) -> np.ndarray:
     b = np.zeros(k + 1)
     b[-1] = 1.0
     pi = np.clip(np.linalg.lstsq(m, b, rcond=None)[0], 0.0, None)
-    return pi / pi.sum()
+    out: np.ndarray = pi / pi.sum()
+    return out
 
 
 def n_params(k: int) -> int:
@@ -133,7 +134,8 @@ class RegimeModel:
 
     @property
     def vols(self) -> np.ndarray:
-        return np.sqrt(self.variances)
+        v: np.ndarray = np.sqrt(self.variances)
+        return v
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -205,7 +207,7 @@ class RegimeModel:
 
     def save(self, path: str | Path) -> None:
         d = self.to_dict()
-        np.savez(path, **{k: np.asarray(v) for k, v in d.items()})
+        np.savez(path, **{k: np.asarray(v) for k, v in d.items()})  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: str | Path) -> RegimeModel:
@@ -270,13 +272,15 @@ class FitReport:
 def _rolling_rms(z: np.ndarray, w: int) -> np.ndarray:
     """Centred rolling root-mean-square of z (the window shrinks at the ends)."""
     if w <= 1:
-        return np.abs(z)
+        a: np.ndarray = np.abs(z)
+        return a
     c = np.concatenate([[0.0], np.cumsum(z * z)])
     n = len(z)
     i = np.arange(n)
     lo = np.clip(i - w // 2, 0, n)
     hi = np.clip(i + (w - w // 2), 0, n)
-    return np.sqrt((c[hi] - c[lo]) / (hi - lo))
+    rms: np.ndarray = np.sqrt((c[hi] - c[lo]) / (hi - lo))
+    return rms
 
 
 def _from_labels(z: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
@@ -299,7 +303,11 @@ def _quantile_labels(v: np.ndarray, k: int) -> np.ndarray:
 
 
 def _initial_guesses(
-    z: np.ndarray, k: int, restarts: int, rng: np.random.Generator, warm: tuple | None
+    z: np.ndarray,
+    k: int,
+    restarts: int,
+    rng: np.random.Generator,
+    warm: tuple[np.ndarray, ...] | None,
 ) -> list[tuple[np.ndarray, ...]]:
     """Start points for EM: a warm start, rolling-volatility labellings, then jittered copies."""
     guesses: list[tuple[np.ndarray, ...]] = []

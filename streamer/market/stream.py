@@ -75,8 +75,8 @@ def load_tick_files(ticks: TicksConfig, warmup: int) -> list[TickSeries]:
 
 def _first_error(e: BaseException) -> BaseException:
     while isinstance(e, BaseExceptionGroup):
-        inner = [x for x in e.exceptions if isinstance(x, StreamerError)] or list(e.exceptions)
-        e = inner[0]
+        inner: list[BaseException] = [x for x in e.exceptions if isinstance(x, StreamerError)]
+        e = (inner or list(e.exceptions))[0]
     return e
 
 

@@ -57,7 +57,8 @@ class RegimeSpec:
         b[-1] = 1.0
         pi = np.linalg.lstsq(m, b, rcond=None)[0]
         pi = np.clip(pi, 0.0, None)
-        return pi / pi.sum()
+        out: np.ndarray = pi / pi.sum()
+        return out
 
     @classmethod
     def preset(cls, k: int) -> RegimeSpec:

@@ -59,7 +59,9 @@ def _loose(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-def _find(header: list[str], name: str | None, exact: tuple[str, ...], loose: tuple[str, ...]):
+def _find(
+    header: list[str], name: str | None, exact: tuple[str, ...], loose: tuple[str, ...]
+) -> int | None:
     """Index of the column called `name` (or a 0-based index as text), else the best known one."""
     if name is not None:
         if name in header:

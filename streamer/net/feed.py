@@ -226,7 +226,7 @@ class TickFeed:
                 self.emit(out)
         return n
 
-    async def run(self, *, drain_quiet: float = 0.1, drain_timeout: float = 5.0) -> dict:
+    async def run(self, *, drain_quiet: float = 0.1, drain_timeout: float = 5.0) -> dict[str, Any]:
         """Take ticks in until `stop()`; then drain, wait for first fits (bounded); the stats.
 
         After the stop it keeps reading until the socket has been quiet for

@@ -68,7 +68,9 @@ _ENVELOPE: dict[str, Any] = {
 _COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
 
 
-def _schema(kind: str, title: str, props: dict[str, Any], required: Sequence[str]) -> dict:
+def _schema(
+    kind: str, title: str, props: dict[str, Any], required: Sequence[str]
+) -> dict[str, Any]:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://streamer.invalid/schemas/{kind}.json",
@@ -271,7 +273,9 @@ def _compile(schema: dict[str, Any]) -> Check:
         tests = [_TYPES[n] for n in names]
         shown = " or ".join(names)
 
-        def c_type(x: Any, path: str, tests=tests, shown=shown) -> str | None:
+        def c_type(
+            x: Any, path: str, tests: list[Callable[[Any], bool]] = tests, shown: str = shown
+        ) -> str | None:
             for t in tests:
                 if t(x):
                     return None
@@ -280,42 +284,56 @@ def _compile(schema: dict[str, Any]) -> Check:
         checks.append(c_type)
     if "const" in schema:
         want = schema["const"]
-        checks.append(
-            lambda x, p, w=want: None if x == w and type(x) is type(w) else f"{p}: must be {w!r}"
-        )
+
+        def c_const(x: Any, p: str, w: Any = want) -> str | None:
+            return None if x == w and type(x) is type(w) else f"{p}: must be {w!r}"
+
+        checks.append(c_const)
     if "enum" in schema:
         allowed = tuple(schema["enum"])
-        checks.append(lambda x, p, a=allowed: None if x in a else f"{p}: not one of {list(a)}")
-    for key, op, text in (
-        ("minimum", lambda x, b: x >= b, ">="),
-        ("maximum", lambda x, b: x <= b, "<="),
-        ("exclusiveMinimum", lambda x, b: x > b, ">"),
-    ):
+
+        def c_enum(x: Any, p: str, a: tuple[Any, ...] = allowed) -> str | None:
+            return None if x in a else f"{p}: not one of {list(a)}"
+
+        checks.append(c_enum)
+    bounds: tuple[tuple[str, Callable[[Any, Any], bool], str], ...] = (
+        ("minimum", lambda x, b: bool(x >= b), ">="),
+        ("maximum", lambda x, b: bool(x <= b), "<="),
+        ("exclusiveMinimum", lambda x, b: bool(x > b), ">"),
+    )
+    for key, op, text in bounds:
         if key in schema:
-            b = schema[key]
-            checks.append(
-                lambda x, p, b=b, op=op, text=text: (
-                    None if not _is_number(x) or op(x, b) else f"{p}: must be {text} {b}"
-                )
-            )
+
+            def c_bound(
+                x: Any,
+                p: str,
+                b: Any = schema[key],
+                op: Callable[[Any, Any], bool] = op,
+                text: str = text,
+            ) -> str | None:
+                return None if not _is_number(x) or op(x, b) else f"{p}: must be {text} {b}"
+
+            checks.append(c_bound)
     if "minLength" in schema or "maxLength" in schema:
         lo, hi = schema.get("minLength", 0), schema.get("maxLength", sys.maxsize)
-        checks.append(
-            lambda x, p, lo=lo, hi=hi: (
-                None
-                if type(x) is not str or lo <= len(x) <= hi
-                else f"{p}: length must be in [{lo}, {hi}]"
-            )
-        )
+
+        def c_length(x: Any, p: str, lo: int = lo, hi: int = hi) -> str | None:
+            if type(x) is not str or lo <= len(x) <= hi:
+                return None
+            return f"{p}: length must be in [{lo}, {hi}]"
+
+        checks.append(c_length)
     if "minItems" in schema:
         n = schema["minItems"]
-        checks.append(
-            lambda x, p, n=n: None if type(x) is not list or len(x) >= n else f"{p}: < {n} items"
-        )
+
+        def c_min_items(x: Any, p: str, n: int = n) -> str | None:
+            return None if type(x) is not list or len(x) >= n else f"{p}: < {n} items"
+
+        checks.append(c_min_items)
     if "items" in schema:
         item = _compile(schema["items"])
 
-        def c_items(x: Any, path: str, item=item) -> str | None:
+        def c_items(x: Any, path: str, item: Check = item) -> str | None:
             if type(x) is list:
                 for i, v in enumerate(x):
                     err = item(v, f"{path}[{i}]")
@@ -538,7 +556,7 @@ def loads(data: bytes | str) -> Any:
     which builds a decoder per call when given options); whitespace around the
     value is still allowed, anything else after it is not.
     """
-    s = data if type(data) is str else bytes(data).decode()
+    s = data if isinstance(data, str) else bytes(data).decode()
     try:
         obj, end = _raw_decode(s)
     except ValueError:

@@ -96,14 +96,15 @@ class SocketWaiter:
         self.sock = sock
         self._loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
-        self._fd = sock.getsockopt(zmq.FD)
+        self._fd: int = sock.getsockopt(zmq.FD)  # type: ignore[assignment]  # FD is an int
         self._loop.add_reader(self._fd, self._event.set)
         self._closed = False
         self._poked = False
 
     def ready(self) -> bool:
         """True if a receive would succeed now (reading EVENTS also re-arms the descriptor)."""
-        return bool(self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+        events: int = self.sock.getsockopt(zmq.EVENTS)  # type: ignore[assignment]  # an int
+        return bool(events & zmq.POLLIN)
 
     async def wait(self, timeout: float | None) -> bool:
         """Wait for input (True), or for `timeout` seconds or a `poke` (False).

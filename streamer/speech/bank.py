@@ -107,7 +107,8 @@ class Calibration:
 
 def _log_weights(w: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore"):
-        return np.log(w)
+        out: np.ndarray = np.log(w)
+    return out
 
 
 class _Emitter:
@@ -131,7 +132,7 @@ class _Emitter:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(T, D) features to (T, n_groups) log-densities."""
-        comp = x @ self.mp_t - 0.5 * ((x * x) @ self.prec_t) + self.const
+        comp: np.ndarray = x @ self.mp_t - 0.5 * ((x * x) @ self.prec_t) + self.const
         if self.single:
             return comp
         return np.logaddexp.reduceat(comp, self.offsets[:-1], axis=1)
@@ -344,7 +345,7 @@ class WordBank:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+            np.savez_compressed(f, **arrays)  # type: ignore[arg-type]  # no allow_pickle key
         tmp.replace(path)  # atomic: a running service never sees half a bank
 
     @classmethod
@@ -652,7 +653,9 @@ def _regularise(covs: np.ndarray, floor: float) -> np.ndarray:
     return covs
 
 
-def fit_background(frames: np.ndarray, n_components: int, seed: int, min_covar: float = 1e-3):
+def fit_background(
+    frames: np.ndarray, n_components: int, seed: int, min_covar: float = 1e-3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A diagonal GMM over all speech frames: the reference for likelihood ratios."""
     from sklearn.mixture import GaussianMixture
 

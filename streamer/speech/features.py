@@ -82,7 +82,8 @@ def _deltas(feat: np.ndarray, n: int) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _filterbank(nfilt: int, nfft: int, rate: int, low: float, high: float | None) -> np.ndarray:
-    return psf.get_filterbanks(nfilt, nfft, rate, low, high or rate / 2).T.copy()
+    fb: np.ndarray = psf.get_filterbanks(nfilt, nfft, rate, low, high or rate / 2).T.copy()
+    return fb
 
 
 def _cepstra(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -103,7 +104,7 @@ def _cepstra(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     fb = np.maximum(
         pspec @ _filterbank(cfg.nfilt, cfg.nfft, cfg.sample_rate, cfg.lowfreq, cfg.highfreq), tiny
     )
-    feat = dct(np.log(fb), type=2, axis=1, norm="ortho")[:, : cfg.numcep]
+    feat: np.ndarray = dct(np.log(fb), type=2, axis=1, norm="ortho")[:, : cfg.numcep]
     feat = psf.base.lifter(feat, cfg.ceplifter)
     if cfg.append_energy:
         feat[:, 0] = np.log(energy)

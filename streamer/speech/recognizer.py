@@ -213,7 +213,7 @@ def _worker_main(conn: Connection, factory: RecognizerFactory, inherited: list[i
             _, new_factory, gen = msg
             try:
                 rec = new_factory()
-                reply = ("loaded", gen, None)
+                reply: tuple[str, Any, str | None] = ("loaded", gen, None)
             except BaseException as e:
                 reply = ("loadfail", gen, f"{type(e).__name__}: {e}")
             try:
