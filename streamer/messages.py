@@ -90,17 +90,22 @@ class Tick:
     price: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs 2 us, a third of the tick path
 class RegimeDecode:
-    """The online regime decode after one tick, ready to publish on topic `regime`."""
+    """The online regime decode after one tick, ready to publish on topic `regime`.
+
+    `state` and `regime` are the published decision (it moves only when the filter
+    holds a regime with enough probability for long enough); `probs` are the raw
+    filtered probabilities, whose argmax is the filter's own answer.
+    """
 
     symbol: str
     t: float
     price: float
-    state: int  # filtered most likely state, ordered by volatility (0 = calmest)
+    state: int  # the decided regime, ordered by volatility (0 = calmest)
     regime: str  # its name
     probs: tuple[float, ...]  # filtered P(state | ticks so far), sums to 1
-    changed: bool  # state differs from the previous tick's
+    changed: bool  # the decided regime differs from the previous tick's
     smoothed_state: int | None = None  # fixed-lag smoothed state for the tick `lag` ticks back
     smoothed_t: float | None = None  # time of that earlier tick
     extra: dict[str, Any] = field(default_factory=dict)

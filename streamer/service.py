@@ -278,7 +278,7 @@ class Service:
 
         async def ticks() -> None:
             self.tick_result = await run_ticks(
-                self.config.ticks, self.config.tracker, self.speed, sink
+                self.config.ticks, self.config.tracker, self.speed, sink, on_event=self._status
             )
 
         tasks[asyncio.create_task(ticks(), name="ticks")] = "tick replay"
@@ -297,6 +297,7 @@ class Service:
             max_symbols=f.max_symbols,
             context=self.context,
             curve=curve,
+            on_event=self._status,
         )
         self.feed.open()
 

@@ -12,13 +12,26 @@ Three layers, each usable alone:
   through the filter, so the output still has one decode per tick after the first
   (those early decodes use parameters fitted on the warm-up window; the filter itself
   never looks ahead). Every `refit_every` ticks a refit on the last `window` ticks is
-  started; the old model keeps decoding, and the new one, states matched to the old,
-  takes over after exactly `swap_delay` more ticks. Swapping at a fixed tick, rather
-  than whenever the fit happens to finish, keeps a replay's output identical on any
-  machine; at real-time pace the fit is long done by then, so nothing waits.
+  started; it chooses K and the emissions again (keeping the current ones unless the
+  data favour others by a margin), its regimes take the names of the old ones they
+  match, and it takes over after exactly `swap_delay` more ticks, its filter first run
+  over the last `REBASE_TICKS` ticks (`RegimeDecoder.rebase`). Swapping at a fixed
+  tick, rather than whenever the fit happens to finish, keeps a replay's output
+  identical on any machine; at real-time pace the fit is long done by then. A change
+  of K or of names goes to `on_event` (the service's status topic).
 - `decode_stream` / `decode_arrays` (async) run the tracker's fits in an executor so
   the event loop (and the other streams on it) never stalls, and await a fit only at
   the tick where it must be installed.
+
+The published `state` is a decision on top of the filter (`level`, `dwell`): the
+filter's argmax flickers whenever two regimes are about equally likely, and a user
+acting on every flicker acts several times too often; the decision moves only when
+the filter has held another regime with probability >= `level` for `dwell` ticks.
+`probs` stay the filter's own numbers.
+
+Emissions are Gaussian or Student-t (`RegimeModel.df`); the filter computes the
+model's own densities, so it is exact for the model it runs (tests hold it to a
+direct scipy forward pass, and to hmmlearn for Gaussian models).
 
 The filter works on normalised probabilities: each step multiplies the predicted
 probabilities by the emission likelihoods, shifted by their maximum in log space, and
@@ -26,8 +39,9 @@ renormalises. That is exactly the log-space forward recursion (the same normalis
 alpha), three times cheaper in Python; whenever the product would underflow to zero
 the step is redone in log space with logsumexp. Plain Python floats beat numpy for
 K <= 5 on a single tick (a numpy call costs about a microsecond however small), and
-the recursions are compiled per K as unrolled loops (see `_forward_kernel`); the
-batch path computes the emissions and the fixed-lag smoothing vectorised in numpy.
+the recursions are compiled per K as unrolled code (`_step_factory`,
+`_forward_kernel`, `_smoother_factory`); the batch path computes the emissions and
+the fixed-lag smoothing vectorised in numpy.
 
 The fixed-lag smoothed state (``smoothed_state`` for the tick `lag` ticks back, at
 ``smoothed_t``) is P(state_{t-L} | ticks up to t): the filtered probabilities at t-L
@@ -46,19 +60,23 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import cache
 from itertools import islice
-from math import exp
+from math import exp, sqrt
+from math import log as _ln
 from operator import mul
 from typing import Any
 
 import numpy as np
+from scipy.special import gammaln
 
 from streamer.errors import ConfigError, TickError
 from streamer.market.model import (
+    DEFAULT_K_MARGIN,
     DEFAULT_STICKINESS,
+    FAMILIES,
     FitReport,
     RegimeModel,
+    carry_names,
     fit_regimes,
-    match_states,
 )
 from streamer.messages import RegimeDecode, Tick
 
@@ -68,7 +86,19 @@ MIN_WARMUP = 50
 MAX_WARMUP = 1500
 GAP_FACTOR = 10.0  # a tick more than this many dt_ref after the previous one counts as a gap
 _LOG2PI = math.log(2.0 * math.pi)
+_INF = math.inf
 _NEVER = sys.maxsize
+REBASE_TICKS = 500  # a swapped-in model's filter is run over this many recent ticks
+# the decision's defaults: a regime must be more likely than all others together, with
+# odds of at least 3:2; one tick is enough (a longer dwell costs accuracy on regimes that
+# last tens of ticks: see scripts/bench_regimes.py)
+DEFAULT_LEVEL = 0.6
+DEFAULT_DWELL = 1
+
+
+def _describe(model: RegimeModel) -> str:
+    fam = "Gaussian" if model.family == "gaussian" else f"Student-t df {model.df:.1f}"
+    return f"{model.k} ({', '.join(model.names)}; {fam})"
 
 
 def _check_tick(t: float, price: float, last_t: float | None) -> str | None:
@@ -118,15 +148,59 @@ def _compile(src: list[str], name: str) -> Callable[..., Any]:
 
 
 @cache
+def _step_factory(k: int, student: bool) -> Callable[..., Callable[..., Any]]:
+    """One tick of the filter for K states, emissions included, as straight-line code.
+
+    ``make(*emission_params, *transitions)`` returns ``step(x, alpha)`` ->
+    ``(alpha', log_norm, e)`` or None when the scaled product underflows (the caller
+    then redoes the tick in log space). The parameters are closure cells, the states
+    unrolled: no lists, no loops, no numpy; about twice as fast as the generic kernel
+    with emissions computed beside it. Gaussian: log e_j = c_j - h_j (x - m_j)^2;
+    Student-t: log e_j = c_j - g_j log1p(h_j (x - m_j)^2).
+    """
+    r = range(k)
+    em = [f"c{j}, m{j}, h{j}, g{j}" for j in r]
+    trans = [f"A{i}_{j}" for i in r for j in r]
+    src = [
+        f"def make({', '.join(em + trans)}):",
+        "    def step(x, alpha):",
+        f"        {_tup(f'a{j}' for j in r)} = alpha",
+    ]
+    for j in r:
+        src.append(f"        d = x - m{j}")
+        if student:
+            src.append(f"        l{j} = c{j} - g{j} * log1p(h{j} * d * d)")
+        else:
+            src.append(f"        l{j} = c{j} - h{j} * d * d")
+    src.append("        mx = l0")
+    for j in range(1, k):
+        src.append(f"        if l{j} > mx: mx = l{j}")
+    src.extend(f"        e{j} = exp(l{j} - mx)" for j in r)
+    for j in r:
+        src.append(f"        p{j} = ({' + '.join(f'a{i} * A{i}_{j}' for i in r)}) * e{j}")
+    src.append(f"        s = {' + '.join(f'p{j}' for j in r)}")
+    src.append("        if not s > 0.0:")
+    src.append("            return None")
+    src.append(
+        f"        return {_tup(f'p{j} / s' for j in r)}, log(s) + mx, {_tup(f'e{j}' for j in r)}"
+    )
+    src.append("    return step")
+    namespace: dict[str, Any] = {"exp": math.exp, "log": math.log, "log1p": math.log1p}
+    exec("\n".join(src), namespace)  # the source is built from integers only
+    make: Callable[..., Callable[..., Any]] = namespace["make"]
+    return make
+
+
+@cache
 def _forward_kernel(k: int) -> Callable[..., tuple[bool, tuple[float, ...]]]:
     """The forward recursion for K states as an unrolled loop, compiled once per K.
 
     Why generated code: for K <= 5 a step is a few dozen float operations, and in
     Python the cost is per operation, not per flop; unrolled over the states (locals,
-    no list comprehensions) the loop runs about 2.5 times faster. Both `step` and
-    `step_many` use it, so they give bit-identical numbers. It stops at a row whose
-    scaled product underflows (returning False) for the caller to redo that step in
-    log space.
+    no list comprehensions) the loop runs about 2.5 times faster. `step_many` runs it
+    over emission rows computed in numpy; `step` uses `_step_factory`, the same
+    arithmetic per tick. It stops at a row whose scaled product underflows
+    (returning False) for the caller to redo that step in log space.
     """
     r = range(k)
     alphas = _tup(f"a{j}" for j in r)
@@ -149,25 +223,39 @@ def _forward_kernel(k: int) -> Callable[..., tuple[bool, tuple[float, ...]]]:
 
 
 @cache
-def _backward_kernel(k: int) -> Callable[..., tuple[float, ...]]:
-    """The normalised backward recursion over emission rows (newest first), unrolled likewise."""
+def _smoother_factory(k: int) -> Callable[..., Callable[..., int]]:
+    """The fixed-lag smoothed state: a backward pass over emission rows, newest first.
+
+    ``make(*transitions)`` returns ``smooth(rows, alpha)``: the argmax of alpha x
+    beta, beta the backward recursion over `rows`, unrolled over the states like the
+    forward step. Beta is rescaled only when all of it gets small (every row has max
+    1 and every transition row sums to 1, so it can only shrink): only its direction
+    matters, and skipping a normalisation per row saves a third of the work.
+    """
     r = range(k)
-    betas = _tup(f"b{j}" for j in r)
     src = [
-        "def backward(rows, trans):",
-        f"    {_tup(_tup(f'A{i}_{j}' for j in r) for i in r)} = trans",
-        f"    {betas} = {_tup('1.0' for _ in r)}",
-        f"    for {_tup(f'e{j}' for j in r)} in rows:",
+        f"def make({', '.join(f'A{i}_{j}' for i in r for j in r)}):",
+        "    def smooth(rows, alpha):",
+        f"        {_tup(f'b{j}' for j in r)} = {_tup('1.0' for _ in r)}",
+        f"        for {_tup(f'e{j}' for j in r)} in rows:",
     ]
-    src.extend(f"        w{j} = b{j} * e{j}" for j in r)
+    src.extend(f"            w{j} = b{j} * e{j}" for j in r)
     for i in r:
-        src.append(f"        c{i} = {' + '.join(f'A{i}_{j} * w{j}' for j in r)}")
-    src.append(f"        s = {' + '.join(f'c{j}' for j in r)}")
-    src.append("        if not s > 0.0:")
-    src.append("            break")
-    src.extend(f"        b{j} = c{j} / s" for j in r)
-    src.append(f"    return {betas}")
-    return _compile(src, "backward")
+        src.append(f"            b{i} = {' + '.join(f'A{i}_{j} * w{j}' for j in r)}")
+    src.append(f"            if {' and '.join(f'b{j} < 1e-150' for j in r)}:")
+    src.append(f"                s = {' + '.join(f'b{j}' for j in r)}")
+    src.append("                if not s > 0.0:")
+    src.append("                    break")
+    src.extend(f"                b{j} = b{j} / s" for j in r)
+    src.append(f"        {_tup(f'a{j}' for j in r)} = alpha")
+    src.append("        best, top = 0, a0 * b0")
+    for j in range(1, k):
+        src.append(f"        v = a{j} * b{j}")
+        src.append("        if v > top:")
+        src.append(f"            best, top = {j}, v")
+    src.append("        return best")
+    src.append("    return smooth")
+    return _compile(src, "make")
 
 
 def _discard(_: object) -> None:
@@ -183,13 +271,18 @@ class DecodeBatch:
     t: np.ndarray  # (n,)
     price: np.ndarray  # (n,)
     probs: np.ndarray  # (n, K) filtered
-    state: np.ndarray  # (n,) argmax of probs
-    changed: np.ndarray  # (n,) bool
+    state: np.ndarray  # (n,) the published decision (see `RegimeDecoder`)
+    changed: np.ndarray  # (n,) bool: the decision differs from the previous tick's
     smoothed_state: np.ndarray  # (n,) -1 where not available yet
     smoothed_t: np.ndarray  # (n,) NaN where not available yet
 
     def __len__(self) -> int:
         return len(self.t)
+
+    @property
+    def filtered(self) -> np.ndarray:
+        """The filter's own answer per tick: the argmax of `probs`."""
+        return self.probs.argmax(1) if len(self.t) else np.zeros(0, dtype=np.int64)
 
     def decodes(self) -> list[RegimeDecode]:
         names = self.names
@@ -210,22 +303,46 @@ class DecodeBatch:
 
 
 class RegimeDecoder:
-    """The forward filter for one model (see the module docstring); pure and synchronous."""
+    """The forward filter for one model (see the module docstring); pure and synchronous.
 
-    def __init__(self, model: RegimeModel, symbol: str = "", *, lag: int = 0) -> None:
+    The published `state` is a decision on top of the filter: it moves to regime j
+    once P(j) is the largest and at least `level` for `dwell` ticks in a row, and
+    otherwise stays where it is (``level=0, dwell=1``: the filter's argmax). The
+    filtered probabilities themselves are never altered.
+    """
+
+    def __init__(
+        self,
+        model: RegimeModel,
+        symbol: str = "",
+        *,
+        lag: int = 0,
+        level: float = 0.0,
+        dwell: int = 1,
+    ) -> None:
         if lag < 0:
             raise ConfigError(f"lag must be >= 0, not {lag}")
+        if not 0.0 <= level < 1.0 or dwell < 1:
+            raise ConfigError(f"decision needs 0 <= level < 1 and dwell >= 1, not {level}, {dwell}")
         self.symbol = symbol
         self.lag = lag
+        self.level = float(level)
+        self.dwell = int(dwell)
         self._t: float | None = None
         self._p = 0.0
         self._alpha: tuple[float, ...] | None = None  # None: the next return starts from startprob
-        self._state: int | None = None
-        self._hist: deque[tuple[float, tuple[float, ...], list[float]]] = deque(maxlen=lag + 1)
+        self._dec: int | None = None  # the published decision
+        self._cand = -1  # the regime the decision may move to, and for how many ticks
+        self._run = 0
+        self._announce = False  # a model swap changed the decision: say so on the next decode
+        # fixed-lag smoothing: (t, filtered) of the last lag + 1 ticks, emissions of the last lag
+        self._hist: deque[tuple[float, Any]] = deque(maxlen=lag + 1)
+        self._erows: deque[Any] = deque(maxlen=max(lag, 1))
         self.loglik = 0.0  # of the decoded returns, in normalised-return units
         self.decoded = 0
         self.gaps = 0
         self.resets = 0
+        self.switches = 0  # of the decision
         self.skipped: Counter[str] = Counter()
         self._set_model(model)
 
@@ -234,37 +351,98 @@ class RegimeDecoder:
         self.k = model.k
         self._names = model.names
         self._dtref = float(model.dt_ref)
-        var = model.variances
-        self._c = -0.5 * (_LOG2PI + np.log(var))
-        self._h = 0.5 / var
         self._mu = np.asarray(model.means, dtype=float)
-        self._em = list(zip(self._c.tolist(), self._mu.tolist(), self._h.tolist(), strict=True))
+        if model.family == "student":
+            df = model.df
+            s2 = model.scales2
+            self._c = gammaln((df + 1) / 2) - gammaln(df / 2) - 0.5 * np.log(df * math.pi * s2)
+            self._h = 1.0 / (df * s2)
+            self._g = np.full(self.k, (df + 1) / 2)
+        else:
+            var = model.variances
+            self._c = -0.5 * (_LOG2PI + np.log(var))
+            self._h = 0.5 / var
+            self._g = np.zeros(self.k)
+        em = zip(
+            self._c.tolist(), self._mu.tolist(), self._h.tolist(), self._g.tolist(), strict=True
+        )
+        self._em = [(c, m, h, g) for c, m, h, g in em]
         a = np.asarray(model.transmat, dtype=float)
         self._at = np.ascontiguousarray(a.T)
         self._trans = tuple(tuple(row) for row in a.tolist())
+        make = _step_factory(self.k, model.family == "student")
+        self._step = make(
+            *(v for row in self._em for v in row), *(v for r in self._trans for v in r)
+        )
         self._forward = _forward_kernel(self.k)
-        self._backward = _backward_kernel(self.k)
+        self._smooth = _smoother_factory(self.k)(*(v for r in self._trans for v in r))
+        self._gap = GAP_FACTOR * self._dtref
         with np.errstate(divide="ignore"):
             self._logcols = np.log(a).T.tolist()
         self._start = np.asarray(model.startprob, dtype=float).tolist()
+
+    def _log_emissions(self, x: np.ndarray) -> np.ndarray:
+        """Emission log-densities (n, K): the numbers `_step_factory`'s code computes."""
+        d2 = (np.asarray(x, dtype=float).reshape(-1, 1) - self._mu) ** 2
+        out: np.ndarray
+        if self.model.family == "student":
+            out = self._c - self._g * np.log1p(self._h * d2)
+        else:
+            out = self._c - self._h * d2
+        return out
+
+    def _lb(self, x: float) -> list[float]:
+        if self.model.family == "student":
+            return [c - g * math.log1p(h * (x - m) * (x - m)) for c, m, h, g in self._em]
+        return [c - h * (x - m) * (x - m) for c, m, h, _ in self._em]
 
     def swap(self, model: RegimeModel) -> None:
         """Decode the following ticks with `model`, keeping the filter's current probabilities.
 
         The states must already mean the same regimes (both sorted by volatility, or
         matched with `match_states`); with a different K the filter restarts from the
-        new model's start probabilities.
+        new model's start probabilities. `rebase` is the better swap when the recent
+        ticks are at hand.
         """
         if model.k != self.k:
             self._alpha = None
-            self._state = None
+            self._dec = None
             self._hist.clear()
+            self._erows.clear()
         self._set_model(model)
+
+    def rebase(self, model: RegimeModel, times: np.ndarray, prices: np.ndarray) -> None:
+        """Switch to `model`, its filter run over the recent ticks (ending at the last one).
+
+        The new model's filter starts from its own stationary law at the first of
+        these ticks, so after a few hundred ticks its probabilities no longer depend
+        on that start: exact for the new model, whatever K or order the old one had.
+        The decision keeps its regime if the new model has a regime of that name.
+        """
+        fresh = RegimeDecoder(model, self.symbol, lag=self.lag, level=self.level, dwell=1)
+        fresh.step_many(times, prices)
+        if self._t is not None and fresh._t != self._t:
+            raise ValueError("rebase needs the ticks up to the last one decoded")
+        old = None if self._dec is None else self._names[self._dec]
+        self._set_model(model)
+        self._alpha = fresh._alpha
+        self._hist, self._erows = fresh._hist, fresh._erows
+        if old is not None and old in self._names:
+            self._dec = self._names.index(old)
+        else:
+            self._dec = fresh._dec
+            self._announce = old is not None  # the next decode reports the change
+        self._cand, self._run = -1, 0
 
     @property
     def probs(self) -> tuple[float, ...] | None:
         """The current filtered probabilities (None before the first return)."""
         return None if self._alpha is None else tuple(self._alpha)
+
+    @property
+    def state(self) -> int | None:
+        """The current published decision."""
+        return self._dec
 
     def _first_step(
         self, e: list[float], lb: list[float], mx: float
@@ -303,63 +481,79 @@ class RegimeDecoder:
         s = sum(w)
         return tuple(v / s for v in w), m + math.log(s)
 
-    def step(self, t: float, price: float) -> RegimeDecode | None:
-        """Filter one tick; None for the first tick (no return yet) or a skipped one."""
-        reason = _check_tick(t, price, self._t)
-        if reason is not None:
-            self.skipped[reason] += 1
-            return None
-        if self._t is None:
-            self._t, self._p = t, price
-            return None
-        dt = t - self._t
-        if dt > GAP_FACTOR * self._dtref:
-            self.gaps += 1
-        x = math.log(price / self._p) * math.sqrt(self._dtref / dt)
-        self._t, self._p = t, price
-        # hot path: plain floats and the unrolled kernel, no numpy (see the module docstring)
-        lb = [c - h * (x - m) * (x - m) for c, m, h in self._em]
+    def _slow_step(self, x: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """A first tick, or one whose scaled product underflowed: alpha and the emission row."""
+        lb = self._lb(x)
         mx = max(lb)
         e = [exp(v - mx) for v in lb]
-        a = self._alpha
-        norm: list[float] = []
-        if a is None:
+        if self._alpha is None:
             a, ll = self._first_step(e, lb, mx)
-            self.loglik += ll
         else:
-            ok, a = self._forward((e,), a, self._trans, _discard, norm.append)
-            if ok:
-                self.loglik += math.log(norm[0]) + mx
-            else:
-                a, ll = self._log_step(a, lb)
-                self.loglik += ll
+            a, ll = self._log_step(self._alpha, lb)
+        self.loglik += ll
+        return a, tuple(e)
+
+    def _decide(self, a: tuple[float, ...]) -> tuple[int, bool]:
+        """The decision after filtered probabilities `a`, and whether it changed."""
+        m = max(a)
+        return self._decide_fast(a.index(m), m >= self.level)
+
+    def step(self, t: float, price: float) -> RegimeDecode | None:
+        """Filter one tick; None for the first tick (no return yet) or a skipped one."""
+        # hot path: the generated step, plain floats, no numpy, no calls that can be
+        # avoided (see the module docstring); the rare branches are methods
+        last = self._t
+        if not (0.0 < price < _INF and -_INF < t < _INF) or (last is not None and not t > last):
+            self.skipped[_check_tick(t, price, last)] += 1  # type: ignore[index]
+            return None
+        if last is None:
+            self._t, self._p = t, price
+            return None
+        dt = t - last
+        if dt > self._gap:
+            self.gaps += 1
+        x = _ln(price / self._p) * sqrt(self._dtref / dt)
+        self._t, self._p = t, price
+        a = self._alpha
+        r = None if a is None else self._step(x, a)
+        if r is None:
+            a, e = self._slow_step(x)
+        else:
+            a, ll, e = r
+            self.loglik += ll
         self._alpha = a
         self.decoded += 1
-        state = a.index(max(a))
-        changed = self._state is not None and state != self._state
-        self._state = state
-        smoothed_state = smoothed_t = None
+        top = max(a)
+        f = a.index(top)
+        dec = self._dec
+        if f == dec or dec is None or top < self.level:
+            if dec is None:
+                self._dec = dec = f
+            self._run = 0
+            changed = False
+        else:
+            dec, changed = self._decide_fast(f, True)
+        if self._announce:
+            self._announce = False
+            changed = True
         if self.lag:
             hist = self._hist
-            hist.append((t, a, e))
+            hist.append((t, a))
+            self._erows.append(e)
             if len(hist) > self.lag:
-                beta = self._backward(
-                    (row for _, _, row in islice(reversed(hist), self.lag)), self._trans
+                smoothed_t, a0 = hist[0]
+                return RegimeDecode(
+                    self.symbol,
+                    t,
+                    price,
+                    dec,
+                    self._names[dec],
+                    a,
+                    changed,
+                    self._smooth(reversed(self._erows), a0),
+                    smoothed_t,
                 )
-                smoothed_t, a0, _ = hist[0]
-                sm = list(map(mul, a0, beta))
-                smoothed_state = sm.index(max(sm))
-        return RegimeDecode(
-            self.symbol,
-            t,
-            price,
-            state,
-            self._names[state],
-            a,
-            changed,
-            smoothed_state,
-            smoothed_t,
-        )
+        return RegimeDecode(self.symbol, t, price, dec, self._names[dec], a, changed)
 
     def step_many(self, times: np.ndarray, prices: np.ndarray) -> DecodeBatch:
         """`step` over arrays of ticks, returning the decodes as arrays (same numbers)."""
@@ -382,7 +576,7 @@ class RegimeDecoder:
         self.gaps += int((dt > GAP_FACTOR * self._dtref).sum())
         x = np.log(pp[1:] / pp[:-1]) * np.sqrt(self._dtref / dt)
         self._t, self._p = float(t[-1]), float(p[-1])
-        lb = self._c - self._h * (x[:, None] - self._mu) ** 2
+        lb = self._log_emissions(x)
         mx = lb.max(1)
         e_arr = np.exp(lb - mx[:, None])
         # flat lists in and out: ~3x faster than a list of rows and a list of tuples
@@ -411,16 +605,59 @@ class RegimeDecoder:
         self._alpha = a
         self.decoded += m
         probs = np.asarray(out).reshape(m, k)
-        state = probs.argmax(1)
-        changed = np.empty(m, dtype=bool)
-        changed[0] = self._state is not None and int(state[0]) != self._state
-        changed[1:] = state[1:] != state[:-1]
-        self._state = int(state[-1])
+        state, changed = self._decide_many(probs)
         sm_state = np.full(m, -1, dtype=np.int64)
         sm_t = np.full(m, np.nan)
         if self.lag:
             sm_state, sm_t = self._smooth_many(t, probs, e_arr)
         return DecodeBatch(self.symbol, self._names, t, p, probs, state, changed, sm_state, sm_t)
+
+    def _decide_many(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`_decide` over a batch; vectorised where the decision simply follows the argmax."""
+        f = probs.argmax(1)
+        m = len(f)
+        if self.dwell == 1 and self.level == 0.0 and not self._announce and self._dec is not None:
+            state = f
+            changed = np.empty(m, dtype=bool)
+            changed[0] = f[0] != self._dec
+            changed[1:] = f[1:] != f[:-1]
+            self.switches += int(changed.sum())
+            self._dec = int(f[-1])
+            return state, changed
+        # runs of ticks where the argmax is confident enough: the only places it can move
+        top = probs[np.arange(m), f] >= self.level
+        fl = f.tolist()
+        tl = top.tolist()
+        state_l = [0] * m
+        changed_l = [False] * m
+        decide = self._decide_fast
+        for i in range(m):
+            state_l[i], changed_l[i] = decide(fl[i], tl[i])
+        return np.asarray(state_l, dtype=np.int64), np.asarray(changed_l, dtype=bool)
+
+    def _decide_fast(self, f: int, confident: bool) -> tuple[int, bool]:
+        """The decision given the filter's argmax `f` and whether P(f) >= level."""
+        dec = self._dec
+        if dec is None:
+            self._dec = f
+            return f, False
+        changed = False
+        if f == dec or not confident:
+            self._run = 0
+        else:
+            if f == self._cand:
+                self._run += 1
+            else:
+                self._cand, self._run = f, 1
+            if self._run >= self.dwell:
+                self._dec = dec = f
+                self._cand, self._run = -1, 0
+                self.switches += 1
+                changed = True
+        if self._announce:
+            self._announce = False
+            return dec, True
+        return dec, changed
 
     def _smooth_many(
         self, t: np.ndarray, probs: np.ndarray, e_arr: np.ndarray
@@ -432,7 +669,7 @@ class RegimeDecoder:
         if h:
             th = np.concatenate([[r[0] for r in hist], t])
             fh = np.vstack([np.asarray([r[1] for r in hist]).reshape(h, k), probs])
-            eh = np.vstack([np.asarray([r[2] for r in hist]).reshape(h, k), e_arr])
+            eh = np.vstack([np.asarray(list(self._erows)).reshape(h, k), e_arr])
         else:
             th, fh, eh = t, probs, e_arr
         g = h + np.arange(m)
@@ -450,14 +687,8 @@ class RegimeDecoder:
         sm_state[valid] = sm.argmax(1)
         sm_t[valid] = th[idx - lag]
         keep = min(lag + 1, len(th))
-        self._hist.extend(
-            zip(
-                th[-keep:].tolist(),
-                fh[-keep:].tolist(),
-                eh[-keep:].tolist(),
-                strict=True,
-            )
-        )
+        self._hist.extend(zip(th[-keep:].tolist(), fh[-keep:].tolist(), strict=True))
+        self._erows.extend(eh[-min(lag, len(th)) :].tolist())
         return sm_state, sm_t
 
     def _empty(self) -> DecodeBatch:
@@ -477,10 +708,10 @@ class RegimeDecoder:
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """How a `RegimeTracker` warms up, refits and smooths (counts are in ticks)."""
+    """How a `RegimeTracker` warms up, refits, smooths and decides (counts are in ticks)."""
 
     warmup: int = 1000  # ticks buffered before the first fit (50..1500)
-    states: int | None = None  # K, or None: the BIC-best of 2..5 at the first fit
+    states: int | None = None  # K, or None: chosen by BIC over 1..5 at every fit
     refit_every: int = 500  # start a refit every N ticks after the first fit (0 = never)
     window: int = 5000  # refits use the last N ticks
     lag: int = 10  # fixed-lag smoothing (0 = no smoothed state)
@@ -488,6 +719,10 @@ class TrackerConfig:
     refit_restarts: int = 2  # for refits: the old model as a warm start, plus fresh ones
     swap_delay: int = 50  # ticks between starting a refit and using its model
     stickiness: float = DEFAULT_STICKINESS  # prior weight on staying in a regime (see model.py)
+    emissions: str = "auto"  # gaussian, student, or auto: chosen by held-out likelihood
+    k_margin: float = DEFAULT_K_MARGIN  # BIC points a change of K or emissions must win by
+    level: float = DEFAULT_LEVEL  # the published state moves to a regime once its P >= level
+    dwell: int = DEFAULT_DWELL  # ... for this many ticks in a row
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -495,8 +730,8 @@ class TrackerConfig:
             raise ConfigError(
                 f"--warmup must be between {MIN_WARMUP} and {MAX_WARMUP} ticks, not {self.warmup}"
             )
-        if self.states is not None and not 2 <= self.states <= 5:
-            raise ConfigError(f"--states must be between 2 and 5, not {self.states}")
+        if self.states is not None and not 1 <= self.states <= 5:
+            raise ConfigError(f"--states must be between 1 and 5, not {self.states}")
         if self.refit_every < 0:
             raise ConfigError(f"--refit-every must be >= 0, not {self.refit_every}")
         if self.window < self.warmup:
@@ -507,6 +742,16 @@ class TrackerConfig:
             raise ConfigError("restarts must be >= 1")
         if self.swap_delay < 0:
             raise ConfigError(f"swap_delay must be >= 0, not {self.swap_delay}")
+        if self.emissions not in ("auto", *FAMILIES):
+            raise ConfigError(
+                f"--emissions must be auto, gaussian or student, not {self.emissions!r}"
+            )
+        if not self.k_margin >= 0:
+            raise ConfigError(f"--k-margin must be >= 0, not {self.k_margin}")
+        if not 0.0 <= self.level < 1.0:
+            raise ConfigError(f"--decision-level must be in [0, 1), not {self.level}")
+        if not 1 <= self.dwell <= 10_000:
+            raise ConfigError(f"--decision-dwell must be between 1 and 10000, not {self.dwell}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -523,17 +768,24 @@ class FitJob:
     created_at: int  # tick count when it was started
     swap_at: int  # its model must be installed once this many ticks have been seen
     first: bool
+    emissions: str = "auto"
+    k_margin: float = 0.0
 
     def run(self) -> FitReport:
         return fit_regimes(
             self.times,
             self.prices,
             states=self.states,
+            family=self.emissions,
             restarts=self.restarts,
             seed=self.seed,
             init=self.init,
             stickiness=self.stickiness,
+            k_margin=self.k_margin,
         )
+
+
+OnEvent = Callable[[str], None]
 
 
 class RegimeTracker:
@@ -543,14 +795,25 @@ class RegimeTracker:
     benchmark). With ``inline=False`` a fit is left in `job` for the caller to run
     elsewhere and hand back with `install` once `room()` reaches 0 (`decode_stream`
     does this); the decodes are the same either way.
+
+    Every fit chooses K (and the emission family) again; a refit keeps the current
+    ones unless the data favour others by `k_margin` (hysteresis). Regimes keep their
+    names across refits (`carry_names`); a change of K or of names is logged and
+    passed to `on_event` (the service publishes it on `status`).
     """
 
     def __init__(
-        self, symbol: str = "", config: TrackerConfig | None = None, *, inline: bool = True
+        self,
+        symbol: str = "",
+        config: TrackerConfig | None = None,
+        *,
+        inline: bool = True,
+        on_event: OnEvent | None = None,
     ) -> None:
         self.symbol = symbol
         self.config = config or TrackerConfig()
         self.inline = inline
+        self.on_event = on_event
         self.n = 0  # accepted ticks
         self._last_t: float | None = None
         self._buf_t: list[float] = []
@@ -561,7 +824,9 @@ class RegimeTracker:
         self.fits: list[FitReport] = []
         self.refits = 0
         self.relabels = 0
+        self.k_changes = 0
         self.refit_waits = 0
+        self.events: list[str] = []
         self.skipped: Counter[str] = Counter()
         self._next_refit = _NEVER
 
@@ -588,7 +853,7 @@ class RegimeTracker:
         self.job = FitJob(
             times,
             prices,
-            cfg.states if first else self.model.k,  # type: ignore[union-attr]
+            cfg.states,
             cfg.restarts if first else cfg.refit_restarts,
             cfg.seed + len(self.fits),
             self.model,
@@ -596,6 +861,8 @@ class RegimeTracker:
             self.n,
             self.n if first else self.n + cfg.swap_delay,
             first,
+            cfg.emissions,
+            cfg.k_margin,
         )
 
     def _after_ticks(self) -> list[RegimeDecode]:
@@ -673,29 +940,48 @@ class RegimeTracker:
         every = self.config.refit_every
         self._next_refit = job.created_at + every if every else _NEVER
         out: list[RegimeDecode] = []
+        cfg = self.config
         if self.decoder is None:
-            self.decoder = RegimeDecoder(model, self.symbol, lag=self.config.lag)
+            self.decoder = RegimeDecoder(
+                model, self.symbol, lag=cfg.lag, level=cfg.level, dwell=cfg.dwell
+            )
             bt, bp = np.asarray(self._buf_t), np.asarray(self._buf_p)
             self._buf_t, self._buf_p = [], []
             out = self.decoder.step_many(bt, bp).decodes()
             log.info(
-                "%s: %d regimes fitted on %d ticks in %.2f s",
+                "%s: regimes %s fitted on %d ticks in %.2f s",
                 self.symbol,
-                model.k,
+                _describe(model),
                 len(job.times),
                 report.seconds,
             )
         else:
-            order = match_states(self.decoder.model, model)
-            if not np.array_equal(order, np.arange(model.k)):
-                # the volatility order no longer matches the closest regimes: say so
+            old = self.decoder.model
+            model, order = carry_names(old, model)
+            if model.k == old.k and not np.array_equal(order, np.arange(model.k)):
+                # the volatility order no longer matches the closest regimes: counted
                 self.relabels += 1
-                log.warning("%s: refit reordered regimes %s", self.symbol, order.tolist())
-            self.decoder.swap(model)
+                log.debug("%s: refit reordered regimes %s", self.symbol, order.tolist())
+            keep = min(len(self._win), REBASE_TICKS)
+            times, prices = (
+                np.asarray(c)
+                for c in zip(*islice(self._win, len(self._win) - keep, None), strict=True)
+            )
+            self.decoder.rebase(model, times, prices)
             self.refits += 1
+            if model.k != old.k or model.names != old.names:
+                self.k_changes += model.k != old.k
+                self._event(f"{self.symbol}: regimes now {_describe(model)}; were {_describe(old)}")
         if self.job is None and self.n >= self._next_refit:
             self._start_job()
         return out
+
+    def _event(self, text: str) -> None:
+        self.events.append(text)
+        del self.events[:-20]
+        log.info("%s", text)
+        if self.on_event is not None:
+            self.on_event(text)
 
     def finish(self) -> None:
         """End of stream: a `TickError` if it ended before the warm-up was complete."""
@@ -716,6 +1002,9 @@ class RegimeTracker:
             "regimes": list(d.model.names) if d else [],
             "refits": self.refits,
             "relabels": self.relabels,
+            "k_changes": self.k_changes,
+            "emissions": d.model.family if d else None,
+            "switches": d.switches if d else 0,
             "refit_waits": self.refit_waits,
             "first_fit_seconds": round(self.fits[0].seconds, 3) if self.fits else None,
         }

@@ -47,6 +47,7 @@ class TickDecoder:
         max_bytes: int = 4096,
         max_symbols: int = 10_000,
         submit: Callable[[str, RegimeTracker, FitJob], None] | None = None,
+        on_event: Callable[[str], None] | None = None,
     ) -> None:
         if max_bytes < 64:
             raise ConfigError(f"--max-tick-bytes must be at least 64, not {max_bytes}")
@@ -56,6 +57,7 @@ class TickDecoder:
         self.max_bytes = max_bytes
         self.max_symbols = max_symbols
         self.submit = submit
+        self.on_event = on_event  # a symbol's regimes changed (K, names): for the status topic
         self.trackers: dict[str, RegimeTracker] = {}
         self.received = 0
         self.accepted = 0
@@ -117,7 +119,9 @@ class TickDecoder:
         """Good ticks of one symbol into its tracker; its decodes (fits handed to `submit`)."""
         tr = self.trackers.get(symbol)
         if tr is None:
-            tr = self.trackers[symbol] = RegimeTracker(symbol, self.config, inline=False)
+            tr = self.trackers[symbol] = RegimeTracker(
+                symbol, self.config, inline=False, on_event=self.on_event
+            )
         if len(ts) >= PUSH_MANY_MIN:
             out = tr.push_many(np.asarray(ts), np.asarray(ps))
         else:
@@ -152,7 +156,9 @@ class TickDecoder:
                 type(error).__name__,
                 error,
             )
-            self.trackers[symbol] = RegimeTracker(symbol, self.config, inline=False)
+            self.trackers[symbol] = RegimeTracker(
+                symbol, self.config, inline=False, on_event=self.on_event
+            )
             return []
         out = tr.install(report)
         self.decoded += len(out)
@@ -165,10 +171,12 @@ class TickDecoder:
 
     def stats(self) -> dict[str, Any]:
         skipped: Counter[str] = Counter()
-        warming = 0
+        warming = relabels = k_changes = 0
         for tr in self.trackers.values():
             skipped.update(tr.skipped)
             warming += tr.decoder is None
+            relabels += tr.relabels
+            k_changes += tr.k_changes
         return {
             "received": self.received,
             "accepted": self.accepted,
@@ -178,6 +186,8 @@ class TickDecoder:
             "symbols": len(self.trackers),
             "warming_up": warming,
             "fit_errors": self.fit_errors,
+            "refit_relabels": relabels,  # refits whose regimes came out in another order
+            "k_changes": k_changes,  # refits that changed a symbol's number of regimes
             "batches": self.batches,
         }
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,11 +89,13 @@ async def run_ticks(
     *,
     clock: Clock | None = None,
     executor: Executor | None = None,
+    on_event: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Replay and decode every file, sending each decode to `sink`; returns the counters.
 
     Counters: ``ticks`` (usable ticks), ``decoded``, ``skipped`` (rows dropped, by
-    reason), ``refits``, and ``symbols`` with each symbol's own counters.
+    reason), ``refits``, and ``symbols`` with each symbol's own counters. A change of
+    a symbol's regimes at a refit (K, names) is passed to `on_event` as one line.
     """
     files = list(ticks.files)
     if not files:
@@ -104,7 +107,7 @@ async def run_ticks(
     send = sink.publish
 
     async def one(symbol: str, s: TickSeries) -> dict[str, Any]:
-        tracker = RegimeTracker(symbol, config, inline=False)
+        tracker = RegimeTracker(symbol, config, inline=False, on_event=on_event)
         if speed == 0:
             async for batch in decode_arrays(s.times, s.prices, tracker, executor=executor):
                 for d in batch:

@@ -78,6 +78,7 @@ class TickFeed:
         coalesce: float = 0.004,
         coalesce_rate: float = 20_000.0,
         coalesce_batch: int = 200,
+        on_event: Callable[[str], None] | None = None,
     ) -> None:
         if not bind_to and not connect_to:
             raise ConfigError("a tick feed needs an endpoint (--tick-feed or --tick-feed-connect)")
@@ -92,6 +93,7 @@ class TickFeed:
             max_symbols=max_symbols,
             submit=self._submit,
             parse=P.parse_tick,
+            on_event=on_event,
         )
         self.curve = curve
         self.executor = executor

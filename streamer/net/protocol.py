@@ -117,15 +117,21 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "symbol": {"type": "string", "minLength": 1},
             "t": {"type": "number", "description": "tick time, UNIX seconds"},
             "price": {"type": "number", "exclusiveMinimum": 0},
-            "state": {"type": "integer", "minimum": 0, "description": "0 = calmest"},
-            "regime": {"type": "string"},
+            "state": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "the decided regime (held until the filter is sure of another); "
+                "0 = calmest",
+            },
+            "regime": {"type": "string", "description": "its name"},
             "probs": {
                 "type": "array",
                 "minItems": 1,
                 "items": {"type": "number", "minimum": 0, "maximum": 1},
-                "description": "filtered P(state | ticks so far), rounded to 6 decimals",
+                "description": "filtered P(state | ticks so far), rounded to 6 decimals; "
+                "the argmax is the filter's own answer",
             },
-            "changed": {"type": "boolean"},
+            "changed": {"type": "boolean", "description": "the decided regime changed"},
             "smoothed_state": {"type": "integer", "minimum": 0},
             "smoothed_t": {"type": "number"},
         },

@@ -152,7 +152,9 @@ def _decode_all(s: SyntheticSeries, config: TrackerConfig, n: int | None = None)
 
 
 def test_no_look_ahead(series3: SyntheticSeries) -> None:
-    config = TrackerConfig(warmup=300, refit_every=250, swap_delay=20, lag=5)
+    config = TrackerConfig(
+        warmup=300, states=3, emissions="gaussian", refit_every=250, swap_delay=20, lag=5
+    )
     _, base = _decode_all(series3, config)
     cut = 1400
     changed = simulate(RegimeSpec.preset(3), len(series3), seed=99)
@@ -217,7 +219,9 @@ async def test_background_fits_give_the_inline_decodes(series3: SyntheticSeries)
     for other in (got, got2):
         assert len(other) == len(want) == n - 1
         assert [d.state for d in other] == [d.state for d in want]
-        assert np.allclose([d.probs for d in other], [d.probs for d in want], atol=1e-12)
+        assert [d.regime for d in other] == [d.regime for d in want]
+        for a, b in zip(other, want, strict=True):
+            assert np.allclose(a.probs, b.probs, atol=1e-12)
 
 
 async def test_stream_shorter_than_warmup_is_a_tick_error(series3: SyntheticSeries) -> None:
@@ -238,8 +242,12 @@ def test_a_failing_fit_reaches_the_caller() -> None:
     [
         {"warmup": 1501},
         {"warmup": 10},
-        {"states": 1},
+        {"states": 0},
         {"states": 6},
+        {"emissions": "cauchy"},
+        {"level": 1.0},
+        {"dwell": 0},
+        {"k_margin": -1.0},
         {"refit_every": -1},
         {"lag": -1},
         {"warmup": 1000, "window": 500},

@@ -54,8 +54,13 @@ def test_bic_finds_the_number_of_regimes(
     assert fit_regimes(series2.times[:1500], series2.prices[:1500]).model.k == 2
     report = fit_regimes(series3.times[:1500], series3.prices[:1500])
     assert report.model.k == 3
-    assert [c.k for c in report.candidates] == [2, 3, 4, 5]
-    assert report.model.bic == min(c.bic for c in report.candidates)
+    assert [(c.family, c.k) for c in report.candidates] == [
+        (f, k) for f in ("gaussian", "student") for k in (1, 2, 3, 4, 5)
+    ]
+    fam = report.model.family
+    assert report.model.bic == min(c.bic for c in report.candidates if c.family == fam)
+    # Student-t only when it predicts held-out returns clearly better
+    assert (fam == "student") == (report.heldout["student"] - report.heldout["gaussian"] > 5.0)
 
 
 def test_returns_are_normalised_for_irregular_spacing() -> None:
@@ -76,7 +81,7 @@ def test_fit_rejects_unusable_windows() -> None:
     with pytest.raises(TickError, match="do not move"):
         fit_regimes(t, np.full(100, 5.0))
     with pytest.raises(TickError, match="too few"):
-        fit_regimes(t[:20], np.exp(np.random.default_rng(0).normal(0, 0.01, 20)))
+        fit_regimes(t[:8], np.exp(np.random.default_rng(0).normal(0, 0.01, 8)))
     with pytest.raises(TickError, match="strictly increasing"):
         fit_regimes(np.r_[t[:50], t[:50]], np.ones(100))
 

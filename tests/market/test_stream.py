@@ -142,3 +142,19 @@ def test_regimes_analyze_errors_are_one_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith("streamer regimes: error:") and "no price column" in err
     assert len(err.splitlines()) == 1
+
+
+async def test_a_change_of_regimes_is_announced(tmp_path: Path) -> None:
+    from .test_regimes12 import _calm_then_two
+
+    s = _calm_then_two(4000, 1800, seed=3)
+    path = write_csv(tmp_path / "grow.csv", (s.times, s.prices))
+    cfg = tick_args(
+        "--ticks", str(path), "--warmup", "1500", "--refit-every", "500",
+        "--emissions", "gaussian", "--decision-level", "0.7", "--decision-dwell", "2",
+    )  # fmt: skip
+    assert (cfg.tracker.emissions, cfg.tracker.level, cfg.tracker.dwell) == ("gaussian", 0.7, 2)
+    events: list[str] = []
+    stats = await ticks(cfg, 0.0, Collector(), on_event=events.append)
+    assert stats["symbols"]["grow"]["k_changes"] == 1  # type: ignore[index]
+    assert len(events) == 1 and events[0].startswith("grow: regimes now 2 (normal, ")
