@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(run_command=mod.run)
     return parser
 
 
@@ -63,11 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # hmmlearn reports EM convergence through logging; it is chatter unless asked for (-vv)
     logging.getLogger("hmmlearn").setLevel(logging.DEBUG if args.verbose >= 2 else logging.ERROR)
-    if not getattr(args, "_run", None):
+    if not getattr(args, "run_command", None):
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args._run(args) or 0)
+        return int(args.run_command(args) or 0)
     except StreamerError as e:
         print(f"streamer {args.command}: error: {e}", file=sys.stderr)
         return 2

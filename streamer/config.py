@@ -42,7 +42,7 @@ from streamer.net.protocol import DEFAULT_HEARTBEAT, DEFAULT_HWM, DEFAULT_PUB, M
 WorkerKind = Literal["process", "thread", "inline"]
 
 DEFAULT_CHUNK_MS = 20.0  # replayed audio block, paced replays (results do not depend on it)
-FAST_CHUNK_MS = 250.0  # ...and at speed 0, where fewer, larger blocks are cheaper
+FAST_CHUNK_MS = 1000.0  # ...and at speed 0, where fewer, larger blocks are cheaper
 
 
 def _check(ok: bool, setting: str, message: str) -> None:
@@ -78,7 +78,7 @@ class AudioConfig:
     """Audio in: WAV files replayed as live streams, and the microphone."""
 
     files: tuple[Path, ...] = ()  # WAV files, one stream each
-    chunk_ms: float | None = None  # replay block in ms (unset: 20, or 250 at speed 0)
+    chunk_ms: float | None = None  # replay block in ms (unset: 20, or 1000 at speed 0)
     mic: bool = False  # recognise live audio from an input device
     device: str | None = None  # input device: index or (part of a) name (unset: the default)
     mic_block_ms: float = MIC_BLOCK_MS  # capture block in ms

@@ -288,7 +288,7 @@ class Service:
             return
         f = self.config.feed
         self.feed = TickFeed(
-            sink.publish_many,
+            sink,
             bind_to=self.feeds,
             connect_to=self.feed_connect,
             config=self.config.tracker,

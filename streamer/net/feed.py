@@ -1,10 +1,10 @@
 """The live tick feed: outside producers publish ``[b"tick", {"symbol", "t", "price"}]``.
 
 A SUB socket (bound, so producers can come and go; or connected to a producer's
-PUB) takes the ticks in; `TickDecoder`, a pure synchronous core, checks them and
-runs one `RegimeTracker` per symbol; decodes go to `emit` (the publisher's
-`publish_many`). The async shell (`TickFeed.run`) only waits on the socket,
-drains what is queued in one go and hands fits to an executor.
+PUB) takes the ticks in; `TickDecoder` (streamer.market.feed), a pure synchronous
+core, checks them and runs one `RegimeTracker` per symbol; decodes go to the sink's
+`publish_many` (the publisher's, in the service). The async shell (`TickFeed.run`)
+only waits on the socket, drains what is queued in one go and hands fits to an executor.
 
 Why batches: everything arrives as many small messages, and per-call costs
 dominate in Python (the decoder's array path costs ~140 us a call however few
@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -44,7 +44,7 @@ import zmq
 from streamer.errors import ConfigError
 from streamer.market.decoder import FitJob, RegimeTracker, TrackerConfig
 from streamer.market.feed import TickDecoder
-from streamer.messages import RegimeDecode
+from streamer.messages import Sink
 from streamer.net import protocol as P
 from streamer.net.security import CurveServer, acquire_auth, release_auth
 from streamer.net.sockets import SocketWaiter, bind, connect, sync_socket
@@ -54,15 +54,13 @@ log = logging.getLogger(__name__)
 _NB = zmq.NOBLOCK
 _raw_recv = zmq.backend.Socket.recv  # under pyzmq's wrapper: see publisher._raw_send
 
-Emit = Callable[[list[RegimeDecode]], Any]
-
 
 class TickFeed:
     """The feed's socket and loop: ``async with TickFeed(...) as feed: await feed.run()``."""
 
     def __init__(
         self,
-        emit: Emit,
+        sink: Sink,
         *,
         bind_to: Sequence[str] = (),
         connect_to: Sequence[str] = (),
@@ -82,7 +80,7 @@ class TickFeed:
     ) -> None:
         if not bind_to and not connect_to:
             raise ConfigError("a tick feed needs an endpoint (--tick-feed or --tick-feed-connect)")
-        self.emit = emit
+        self.sink = sink
         self.bind_to = list(bind_to)
         self.connect_to = list(connect_to)
         self.endpoints: list[str] = []
@@ -185,7 +183,7 @@ class TickFeed:
             try:
                 out = self.core.fitted(symbol, tr, job, None if err else f.result(), err)
                 if out:
-                    self.emit(out)
+                    self.sink.publish_many(out)
             except Exception as e:  # reaches `run`, which re-raises it
                 self._error = e
                 if self._waiter is not None:
@@ -225,7 +223,7 @@ class TickFeed:
         if bodies:
             out = core.feed(bodies)
             if out:
-                self.emit(out)
+                self.sink.publish_many(out)
         return n
 
     async def run(self, *, drain_quiet: float = 0.1, drain_timeout: float = 5.0) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from streamer.market.synthetic import RegimeSpec, simulate
 from streamer.messages import RegimeDecode
 from streamer.net import protocol as P
 from streamer.net.feed import TickFeed
+from tests.sinks import Collector
 
 CFG = TrackerConfig(warmup=60, refit_every=0, restarts=1)
 
@@ -124,7 +125,7 @@ def test_settings() -> None:
     with pytest.raises(ConfigError):
         TickDecoder(CFG, parse=P.parse_tick, max_bytes=10)
     with pytest.raises(ConfigError, match="needs an endpoint"):
-        TickFeed(lambda d: None)
+        TickFeed(Collector())
 
 
 async def producer(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
@@ -145,8 +146,8 @@ async def test_feed_on_a_socket_survives_bad_input_and_drains_on_stop(
     zctx: zmq.Context[Any], series: Any
 ) -> None:
     times, prices = series
-    got: list[RegimeDecode] = []
-    feed = TickFeed(got.extend, bind_to=["tcp://127.0.0.1:*"], context=zctx, config=CFG)
+    sink = Collector()
+    feed = TickFeed(sink, bind_to=["tcp://127.0.0.1:*"], context=zctx, config=CFG)
     async with feed:
         run = asyncio.create_task(feed.run(drain_quiet=0.2))
         p = await producer(zctx, feed.endpoints[0])
@@ -163,6 +164,7 @@ async def test_feed_on_a_socket_survives_bad_input_and_drains_on_stop(
             stats = await asyncio.wait_for(run, 10)
         finally:
             p.close()
+    got = sink.decodes
     assert stats["accepted"] == 400 and len(got) == 399
     # the three-frame message: its body ({} has no fields), then its third frame on its own
     assert stats["dropped"] == {"frames": 2, "topic": 1, "json": 1, "missing_field": 1}
