@@ -149,7 +149,7 @@ class PublisherConfig:
 
     endpoint: str = DEFAULT_PUB  # publish here (tcp://HOST:PORT or ipc://PATH)
     snapshot: str | None = None  # snapshot endpoint for late joiners (unset: the pub port + 1)
-    snapshots: bool = True  # serve snapshots at all
+    snapshots: bool = True  # serve snapshots to late joiners
     hwm: int = DEFAULT_HWM  # messages queued per subscriber before sends fail (0 = no limit)
     lossy: bool = False  # let ZeroMQ drop silently per slow subscriber instead of counting
     heartbeat: float = DEFAULT_HEARTBEAT  # seconds between heartbeats, at most 1

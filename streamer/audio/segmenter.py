@@ -55,8 +55,8 @@ _SILENCE_DB = -120.0
 class SegmenterConfig:
     """Every timing and threshold of the segmenter; defaults tuned on short command words."""
 
-    rate: int = 8000
-    frame_ms: int = 10
+    rate: int = 8000  # sample rate the VAD runs at: 8000, 16000, 32000 or 48000 Hz
+    frame_ms: int = 10  # VAD frame: 10, 20 or 30 ms
     aggressiveness: int = 2  # webrtcvad mode 0 (least) .. 3 (most aggressive)
     start_ms: int = 80  # ring buffer of the start trigger
     start_ratio: float = 0.6  # share of voiced, loud frames in the ring that starts speech
@@ -82,9 +82,9 @@ class SegmenterConfig:
     drop_db: float = 36.0  # ...and at most this far under the utterance's peak
     abs_db: float = -60.0  # frames quieter than this (dBFS) are never speech
     noise_ms: int = 2000  # window of the noise-level estimate (frames outside speech)
-    noise_percentile: float = 50.0
+    noise_percentile: float = 50.0  # percentile of those frames taken as the noise level
     floor_ms: int = 5000  # window of the all-frames floor, which lets a noise rise end speech
-    floor_percentile: float = 1.0
+    floor_percentile: float = 1.0  # percentile of all frames taken as the floor
     stationary_db: float = 15.0  # speech longer than floor_ms whose energy spreads (p10..p90)
     # less than this is steady noise (babble, a machine), not a talker: it becomes the floor
 

@@ -157,7 +157,7 @@ def _argument(group: Any, f: Flag) -> None:
     help_text = doc + _default_text(f.section, f.key)
     if f.const is not None:
         kw.update(action="store_const", const=f.const)
-        help_text = f"{doc} (this flag: {f.const})".replace("(this flag: False)", "off")
+        help_text = f"do not {doc}" if f.const is False else f"{doc} ({f.const})"
     elif tp is bool:
         kw["action"] = "store_true"
     else:

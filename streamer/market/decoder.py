@@ -723,7 +723,7 @@ class TrackerConfig:
     k_margin: float = DEFAULT_K_MARGIN  # BIC points a change of K or emissions must win by
     level: float = DEFAULT_LEVEL  # the published state moves to a regime once its P >= level
     dwell: int = DEFAULT_DWELL  # ... for this many ticks in a row
-    seed: int = 0
+    seed: int = 0  # random seed of the EM starts
 
     def __post_init__(self) -> None:
         if not MIN_WARMUP <= self.warmup <= MAX_WARMUP:
