@@ -27,6 +27,7 @@ COMMANDS = (
     "keys",
     "devices",
     "enroll",
+    "adapt",
     "demo",
     "config",
 )

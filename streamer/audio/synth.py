@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -39,6 +39,21 @@ class Voice:
 
     def label(self) -> str:
         return f"{self.name}@{self.rate}wpm/p{self.pitch}"
+
+    def speaking(self, language: str) -> Voice:
+        """The same speaker (variant, rate, pitch) speaking another eSpeak language."""
+        variant = self.name.partition("+")[2]
+        return replace(self, name=f"{language}+{variant}" if variant else language)
+
+
+def check_language(language: str) -> str:
+    """`language` if eSpeak NG has a voice for it; ConfigError naming it otherwise."""
+    eng = _get_engine()
+    with eng.lock:
+        ok = eng.lib.espeak_SetVoiceByName(language.encode()) == 0
+    if not ok:
+        raise ConfigError(f"eSpeak NG has no language {language!r} (e.g. en, ar, de, fr, es)")
+    return language
 
 
 class _Engine:

@@ -31,7 +31,7 @@ from hmmlearn import hmm
 from streamer.errors import BankError, ConfigError
 from streamer.hmmcompat import forward_log, stored_covars
 from streamer.messages import Recognition
-from streamer.speech.features import FeatureConfig, dynamic_range_db, mfcc
+from streamer.speech.features import FeatureConfig, dynamic_range_db, mfcc_warps
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ class HmmConfig:
     skip: bool = True  # left-right: allow skipping one state (robust to clipped words)
     covariance_type: str = "diag"
     n_mix: int = 1  # >1: GMM emissions
-    n_restarts: int = 3
-    n_iter: int = 20
+    n_restarts: int = 1  # the segmental flat start is good; restarts cost time, not accuracy
+    n_iter: int = 15
     tol: float = 1e-2
     min_covar: float = 1e-3
     seed: int = 0
@@ -254,11 +254,28 @@ class WordBank:
             best=best,
         )
 
+    def featurize(self, samples: np.ndarray, where: str = "utterance") -> np.ndarray:
+        """Features as this bank scores them (see `choose_warp`)."""
+        return self.choose_warp(samples, where)[1]
+
+    def choose_warp(
+        self, samples: np.ndarray, where: str = "utterance"
+    ) -> tuple[float, np.ndarray]:
+        """The VTLN warp and features for one utterance: the warp that the background model
+        (trained on normalised speech) finds most likely, so the speaker's vocal tract is
+        mapped to the average one before any word is scored. Without VTLN: (1.0, features)."""
+        cands = mfcc_warps(samples, self.features, where)
+        if len(cands) == 1:
+            return (self.features.vtln or (1.0,))[0], cands[0]
+        fit = [float(self._ubm_emitter(f)[:, 0].mean()) for f in cands]
+        best = int(np.argmax(fit))
+        return self.features.vtln[best], cands[best]
+
     def recognize(
         self, samples: np.ndarray, where: str = "utterance", nbest: int = 5
     ) -> Recognition:
         """Canonical audio at `sample_rate` to a Recognition. Raises AudioError if unusable."""
-        x = mfcc(samples, self.features, where=where)
+        x = self.featurize(samples, where)
         return self.recognize_features(
             x, nbest=nbest, dyn_range=dynamic_range_db(samples, self.sample_rate)
         )
@@ -653,20 +670,35 @@ def _regularise(covs: np.ndarray, floor: float) -> np.ndarray:
     return covs
 
 
+def background_fit(ubm: tuple[np.ndarray, np.ndarray, np.ndarray], x: np.ndarray) -> float:
+    """Mean per-frame log-likelihood of features `x` under a background GMM."""
+    w, mu, var = ubm
+    return float(_Emitter([(mu, var, _log_weights(w))])(x)[:, 0].mean())
+
+
 def fit_background(
-    frames: np.ndarray, n_components: int, seed: int, min_covar: float = 1e-3
+    frames: np.ndarray,
+    n_components: int,
+    seed: int,
+    min_covar: float = 1e-3,
+    max_frames: int = 20000,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A diagonal GMM over all speech frames: the reference for likelihood ratios."""
     from sklearn.mixture import GaussianMixture
 
     rng = np.random.default_rng(seed)
-    if frames.shape[0] > 40000:
-        frames = frames[rng.choice(frames.shape[0], 40000, replace=False)]
+    if frames.shape[0] > max_frames:
+        frames = frames[rng.choice(frames.shape[0], max_frames, replace=False)]
     k = int(min(n_components, max(1, frames.shape[0] // 20)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter: the fit is good enough either way
         gmm = GaussianMixture(
-            k, covariance_type="diag", reg_covar=min_covar, max_iter=50, random_state=seed
+            k,
+            covariance_type="diag",
+            reg_covar=min_covar,
+            max_iter=25,
+            random_state=seed,
+            init_params="k-means++",
         ).fit(frames)
     return (
         np.asarray(gmm.weights_, dtype=np.float64),

@@ -40,11 +40,9 @@ from streamer.audio.wav import resample
 from streamer.errors import AudioError, BankError, ConfigError, DataError
 from streamer.messages import Utterance
 from streamer.speech.bank import WordBank, fit_word
-from streamer.speech.features import mfcc
 from streamer.speech.recognizer import RecognizerPool, bank_factory
 from streamer.speech.train import (
     TrainConfig,
-    _Featurizer,
     _noise_bank,
     _synth_examples,
     augment,
@@ -143,7 +141,7 @@ def enroll_word(
         x = np.asarray(x, dtype=np.float32)
         if rate is not None and rate != brate:
             x = resample(x, rate, brate)
-        mfcc(x, bank.features, where=f"{word} example {i + 1}")  # AudioError if unusable
+        bank.featurize(x, where=f"{word} example {i + 1}")  # AudioError if unusable
         xs.append(x)
     voices = training_voices(bank) if voices is None else tuple(voices)
     synth = _synth_examples(word, voices, brate) if voices else []
@@ -151,8 +149,12 @@ def enroll_word(
         raise DataError(f"{word}: no examples and no synthetic voices to learn it from")
     rng = np.random.default_rng([cfg.seed, zlib.crc32(word.encode())])
     data = augment(xs + synth, cfg, rng, _noise_bank(cfg, rng))
-    feat = _Featurizer(bank.features)
-    seqs = [f for x in data if (f := feat(x)) is not None]
+    seqs = []
+    for x in data:
+        try:
+            seqs.append(bank.featurize(x))  # under each example's VTLN warp, as scored
+        except AudioError as e:
+            log.debug("skipped an example: %s", e)
     if not seqs:
         raise DataError(f"{word}: no usable training examples")
     model, _ = fit_word(seqs, bank.hmm_config, cfg.hmm.seed * 1000 + zlib.crc32(word.encode()))

@@ -1,9 +1,14 @@
-"""Stratified k-fold evaluation of the training recipe, clean and under stress.
+"""k-fold evaluation of the training recipe, clean and under stress.
 
 Each fold trains a bank with the same defaults `streamer train` uses, on the
 other folds only, and scores the held-out recordings: clean, with noise, and
 (when asked) spoken by synthetic voices the bank never heard and by
 out-of-vocabulary words, to give the rejection figures.
+
+Folds are stratified by word, or grouped by speaker when the speakers are known
+(`speakers_of`: a pattern on the file names): then no speaker is in both a
+fold's training and its test set, which is the only honest figure for people
+the bank has never heard.
 """
 
 from __future__ import annotations
@@ -17,10 +22,19 @@ import numpy as np
 
 from streamer.audio.noise import add_noise, make_noise
 from streamer.audio.synth import HELDOUT_VOICES, synthesize
-from streamer.errors import AudioError
+from streamer.errors import AudioError, DataError
 from streamer.messages import Recognition
 from streamer.speech.bank import WordBank
-from streamer.speech.train import Dataset, TrainConfig, list_dataset, load_dataset, train_bank
+from streamer.speech.train import (
+    Dataset,
+    Groups,
+    TrainConfig,
+    list_dataset,
+    load_dataset,
+    say_texts,
+    speakers_of,
+    train_bank,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +71,39 @@ class Scores:
     best: list[int] = field(default_factory=list)  # best word, ignoring rejection
     accepted: list[bool] = field(default_factory=list)
     confidence: list[float] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)  # the speaker of each utterance, or ""
 
-    def add(self, y: int, bank: WordBank, x: np.ndarray) -> None:
+    def add(self, y: int, bank: WordBank, x: np.ndarray, group: str = "") -> None:
         """Recognise `x` (truth: word index `y`, or -1 for out of vocabulary) and record it."""
         r = bank.recognize(x)
-        self.record(y, bank.labels.index(r.best), r)
+        self.record(y, bank.labels.index(r.best), r, group)
 
-    def record(self, y: int, best: int, r: Recognition) -> None:
+    def record(self, y: int, best: int, r: Recognition, group: str = "") -> None:
         self.truth.append(y)
         self.best.append(best)
         self.accepted.append(r.label is not None)
         self.confidence.append(r.confidence)
+        self.groups.append(group)
+
+    def per_group(self) -> dict[str, float]:
+        """Best-word accuracy per speaker (in-vocabulary utterances), in name order."""
+        t, b, g = np.array(self.truth), np.array(self.best), np.array(self.groups)
+        out = {}
+        for name in sorted(set(self.groups)):
+            m = (g == name) & (t >= 0)
+            if m.any():
+                out[name] = float(np.mean(t[m] == b[m]))
+        return out
+
+    def group_mean(self) -> float:
+        """Mean over speakers of their accuracy: every speaker counts the same."""
+        per = self.per_group()
+        return float(np.mean(list(per.values()))) if per else float("nan")
+
+    def worst_group(self) -> tuple[str, float]:
+        per = self.per_group()
+        name = min(per, key=lambda k: per[k]) if per else ""
+        return name, per.get(name, float("nan"))
 
     @property
     def n(self) -> int:
@@ -160,43 +196,95 @@ def folds_of(data: Dataset, k: int, seed: int) -> list[tuple[Dataset, Dataset]]:
     return out
 
 
+def grouped_folds(
+    data: Dataset, groups: Groups, k: int | str
+) -> list[tuple[Dataset, Dataset, Groups, Groups]]:
+    """Folds that never share a speaker: `k` folds of whole speakers, or "loso" (one
+    speaker out per fold). Speakers are dealt to folds in name order, round robin."""
+    speakers = sorted({g for gs in groups.values() for g in gs})
+    if len(speakers) < 2:
+        raise DataError(
+            f"speaker-grouped folds need at least 2 speakers; the pattern found {len(speakers)}"
+        )
+    n = len(speakers) if k == "loso" else int(k)
+    if n < 2:
+        raise DataError(f"need at least 2 folds, not {k}")
+    n = min(n, len(speakers))
+    fold_of = {s: i % n for i, s in enumerate(speakers)}
+    out = []
+    for f in range(n):
+        parts: tuple[Dataset, Dataset] = ({}, {})
+        gparts: tuple[Groups, Groups] = ({}, {})
+        for label, xs in data.items():
+            for side in (0, 1):
+                parts[side][label] = []
+                gparts[side][label] = []
+            for x, g in zip(xs, groups[label], strict=True):
+                side = int(fold_of[g] == f)
+                parts[side][label].append(x)
+                gparts[side][label].append(g)
+        out.append((parts[0], parts[1], gparts[0], gparts[1]))
+    return out
+
+
 def evaluate(
     data: str | Path | Dataset,
-    folds: int = 5,
+    folds: int | str = 5,
     cfg: TrainConfig | None = None,
     conditions: dict[str, Transform] | None = None,
     voices: Sequence = HELDOUT_VOICES,
     oov_words: Sequence[str] = TEST_OOV_WORDS,
     progress: Callable[[str], None] | None = None,
+    group_by: str | None = None,
+    groups: Groups | None = None,
 ) -> dict[str, Scores]:
-    """k-fold scores per condition ("clean" always; "voices" and "oov" when given)."""
+    """k-fold scores per condition ("clean" always; "voices" and "oov" when given).
+
+    With `group_by` (a pattern whose first group, matched on each file name, is the
+    speaker) or `groups` (the speaker of each in-memory recording), folds are grouped
+    by speaker and `folds` may be "loso". Synthetic voices are only scored when the
+    recipe knows what each word sounds like (`TrainConfig.say`).
+    """
     cfg = cfg or TrainConfig()
     rate = cfg.features.sample_rate
     if isinstance(data, (str, Path)):
-        data = load_dataset(list_dataset(data), rate)
+        files = list_dataset(data)
+        if group_by is not None:
+            groups = speakers_of(files, group_by)
+        data = load_dataset(files, rate)
     labels = list(data)
     conditions = {"clean": lambda x, rng: x, **(conditions or {})}
     out = {name: Scores(labels) for name in conditions}
     rng = np.random.default_rng(cfg.seed + 17)
-    for f, (train, test) in enumerate(folds_of(data, folds, cfg.seed)):
-        bank = train_bank(train, cfg)
+    if groups is not None:
+        splits = grouped_folds(data, groups, folds)
+    else:
+        if not isinstance(folds, int):
+            raise DataError(f"--folds {folds} needs speakers (--group-by)")
+        splits = [(tr, te, None, None) for tr, te in folds_of(data, folds, cfg.seed)]
+    for f, (train, test, train_groups, test_groups) in enumerate(splits):
+        bank = train_bank(train, cfg, groups=train_groups)
         for name, tf in conditions.items():
             for label, xs in test.items():
                 y = labels.index(label)
-                for x in xs:
+                gs = test_groups[label] if test_groups else [""] * len(xs)
+                for x, g in zip(xs, gs, strict=True):
                     try:
-                        out[name].add(y, bank, tf(x, rng))
+                        out[name].add(y, bank, tf(x, rng), g)
                     except AudioError as e:
                         log.warning("fold %d, %s: %s", f, name, e)
         if progress:
-            progress(f"fold {f + 1}")
+            progress(f"fold {f + 1}/{len(splits)}")
+    texts = say_texts(labels, cfg)
+    voices = voices if texts else ()
     if voices or oov_words:
-        bank = train_bank(data, cfg)  # the bank users get: trained on all recordings
+        bank = train_bank(data, cfg, groups=groups)  # the bank users get: all recordings
         if voices:
             out["voices"] = Scores(labels)
             for v in voices:
                 for label in labels:
-                    out["voices"].add(labels.index(label), bank, synthesize(label, v, rate))
+                    x = synthesize(texts[label], v, rate)
+                    out["voices"].add(labels.index(label), bank, x)
         if oov_words:
             out["oov"] = Scores(labels)
             vocab = {w.lower() for w in labels}

@@ -19,6 +19,10 @@ from scipy.fft import dct
 from streamer.audio.wav import CANONICAL_RATE
 from streamer.errors import AudioError, ConfigError
 
+# +-16% covers adult vocal tracts, men to women (and some children), in steps that move
+# the formants by about one filter's width at the top of the band.
+VTLN_WARPS = (0.84, 0.88, 0.92, 0.96, 1.0, 1.04, 1.08, 1.12, 1.16)
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
@@ -46,6 +50,16 @@ class FeatureConfig:
     denoise: float = 1.0
     denoise_floor: float = 0.1
     denoise_quantile: float = 0.15
+    # End trimming: frames outside the span louder than both `trim_db` below the peak and
+    # `trim_floor_db` above the noise floor (10th percentile) are dropped, keeping
+    # `trim_pad` seconds each side. A recording padded with silence then gives the same
+    # features as the segmenter's cut of the same word. 0 turns it off.
+    trim_db: float = 30.0
+    trim_floor_db: float = 12.0
+    trim_pad: float = 0.05
+    # Vocal-tract-length normalisation: warp factors of the frequency axis tried per
+    # utterance; the bank keeps the one its background model finds most likely. Empty: off.
+    vtln: tuple[float, ...] = VTLN_WARPS
 
     def __post_init__(self) -> None:
         if self.nfft < self.winlen * self.sample_rate:
@@ -55,6 +69,8 @@ class FeatureConfig:
             )
         if self.delta_deltas and not self.deltas:
             raise ConfigError("delta_deltas needs deltas")
+        if any(not 0.7 <= a <= 1.3 for a in self.vtln):
+            raise ConfigError(f"vtln warp factors must lie in 0.7..1.3, not {self.vtln}")
 
     @property
     def dim(self) -> int:
@@ -66,7 +82,9 @@ class FeatureConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureConfig:
         known = {f.name for f in fields(cls)}
-        d = {"denoise": 0.0, **d}  # banks written before spectral subtraction existed
+        # banks written before spectral subtraction, trimming and VTLN existed
+        d = {"denoise": 0.0, "trim_db": 0.0, **d}
+        d["vtln"] = tuple(float(a) for a in d.get("vtln", ()))
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
@@ -86,24 +104,72 @@ def _filterbank(nfilt: int, nfft: int, rate: int, low: float, high: float | None
     return fb
 
 
-def _cepstra(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """python_speech_features' MFCC, step by step, with optional spectral subtraction
-    and the filterbank built once per configuration instead of once per call."""
+@lru_cache(maxsize=64)
+def warped_filterbank(
+    nfilt: int, nfft: int, rate: int, low: float, high: float | None, alpha: float
+) -> np.ndarray:
+    """Triangular mel filters whose edges are scaled by 1/alpha (piecewise linear, so the
+    top edge stays put): alpha > 1 moves every filter down, which suits a speaker whose
+    formants are lower than average (a longer vocal tract), alpha < 1 the reverse.
+    Exact triangles on the FFT grid, (nfft//2+1, nfilt)."""
+    top = high or rate / 2
+    mel = np.linspace(2595 * np.log10(1 + low / 700), 2595 * np.log10(1 + top / 700), nfilt + 2)
+    edges = 700 * (10 ** (mel / 2595) - 1)
+    knee = 0.85 * top * min(1.0, alpha)
+    warped = np.where(
+        edges <= knee,
+        edges / alpha,
+        knee / alpha + (edges - knee) * (top - knee / alpha) / (top - knee),
+    )
+    freqs = np.arange(nfft // 2 + 1) * rate / nfft
+    lo, mid, hi = warped[:-2, None], warped[1:-1, None], warped[2:, None]
+    fb = np.maximum(0.0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)))
+    return np.ascontiguousarray(fb.T)
+
+
+def _power(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Framed power spectra, with spectral subtraction and end trimming as configured."""
     sig = psf.sigproc.preemphasis(x, cfg.preemph)
     frames = psf.sigproc.framesig(
         sig, cfg.winlen * cfg.sample_rate, cfg.winstep * cfg.sample_rate, np.hamming
     )
-    pspec = psf.sigproc.powspec(frames, cfg.nfft)
+    pspec: np.ndarray = psf.sigproc.powspec(frames, cfg.nfft)
+    energy = pspec.sum(1)
     if cfg.denoise > 0:
-        energy = pspec.sum(1)
         k = max(3, int(len(energy) * cfg.denoise_quantile))
         noise = pspec[np.argsort(energy)[:k]].mean(0)
         pspec = np.maximum(pspec - cfg.denoise * noise, cfg.denoise_floor * pspec)
+    if cfg.trim_db > 0:
+        pspec = pspec[_speech_span(energy, cfg)]
+    return pspec
+
+
+def _speech_span(energy: np.ndarray, cfg: FeatureConfig) -> slice:
+    """The frames from the first to the last loud one, padded; at least min_frames."""
+    e = 10 * np.log10(energy + 1e-12)
+    level = max(float(e.max()) - cfg.trim_db, float(np.percentile(e, 10)) + cfg.trim_floor_db)
+    loud = np.flatnonzero(e > level)
+    if loud.size == 0:
+        return slice(0, e.size)
+    pad = round(cfg.trim_pad / cfg.winstep)
+    a, b = max(0, int(loud[0]) - pad), min(e.size, int(loud[-1]) + 1 + pad)
+    while b - a < cfg.min_frames and (a > 0 or b < e.size):
+        a, b = max(0, a - 1), min(e.size, b + 1)
+    return slice(a, b)
+
+
+def _cepstra(pspec: np.ndarray, cfg: FeatureConfig, alpha: float = 1.0) -> np.ndarray:
+    """python_speech_features' MFCC, step by step, from power spectra, with the filterbank
+    built once per configuration (and warp) instead of once per call."""
     tiny = np.finfo(float).eps
     energy = np.maximum(pspec.sum(1), tiny)
-    fb = np.maximum(
-        pspec @ _filterbank(cfg.nfilt, cfg.nfft, cfg.sample_rate, cfg.lowfreq, cfg.highfreq), tiny
-    )
+    if cfg.vtln:
+        bank = warped_filterbank(
+            cfg.nfilt, cfg.nfft, cfg.sample_rate, cfg.lowfreq, cfg.highfreq, alpha
+        )
+    else:
+        bank = _filterbank(cfg.nfilt, cfg.nfft, cfg.sample_rate, cfg.lowfreq, cfg.highfreq)
+    fb = np.maximum(pspec @ bank, tiny)
     feat: np.ndarray = dct(np.log(fb), type=2, axis=1, norm="ortho")[:, : cfg.numcep]
     feat = psf.base.lifter(feat, cfg.ceplifter)
     if cfg.append_energy:
@@ -111,8 +177,38 @@ def _cepstra(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return feat
 
 
-def mfcc(x: np.ndarray, cfg: FeatureConfig = FeatureConfig(), where: str = "audio") -> np.ndarray:
+def _finish(feat: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    parts = [feat]
+    if cfg.deltas:
+        d = _deltas(feat, cfg.delta_window)
+        parts.append(d)
+        if cfg.delta_deltas:
+            parts.append(_deltas(d, cfg.delta_window))
+    out = np.hstack(parts)
+    if cfg.cmvn:
+        out = out - out.mean(axis=0)
+        out = out / (out.std(axis=0) + 1e-8)
+    return out
+
+
+def mfcc(
+    x: np.ndarray,
+    cfg: FeatureConfig = FeatureConfig(),
+    where: str = "audio",
+    warp: float = 1.0,
+) -> np.ndarray:
     """Canonical audio at cfg.sample_rate to a (frames, cfg.dim) float64 feature matrix."""
+    return mfcc_warps(x, cfg, where, (warp,))[0]
+
+
+def mfcc_warps(
+    x: np.ndarray,
+    cfg: FeatureConfig = FeatureConfig(),
+    where: str = "audio",
+    warps: tuple[float, ...] | None = None,
+) -> list[np.ndarray]:
+    """Features of one utterance under each VTLN warp (default: the config's), sharing the
+    spectral analysis, which is most of the cost."""
     x = np.asarray(x, dtype=np.float64)
     n_frames = 1 + int(
         max(0, x.size - cfg.winlen * cfg.sample_rate) // (cfg.winstep * cfg.sample_rate)
@@ -127,18 +223,8 @@ def mfcc(x: np.ndarray, cfg: FeatureConfig = FeatureConfig(), where: str = "audi
     # A tiny dither keeps log-energies finite on exact zeros without changing real audio.
     rng = np.random.default_rng(x.size)
     x = x + rng.standard_normal(x.size) * 1e-5
-    feat = _cepstra(x, cfg)
-    parts = [feat]
-    if cfg.deltas:
-        d = _deltas(feat, cfg.delta_window)
-        parts.append(d)
-        if cfg.delta_deltas:
-            parts.append(_deltas(d, cfg.delta_window))
-    out = np.hstack(parts)
-    if cfg.cmvn:
-        out = out - out.mean(axis=0)
-        out = out / (out.std(axis=0) + 1e-8)
-    return out
+    pspec = _power(x, cfg)
+    return [_finish(_cepstra(pspec, cfg, a), cfg) for a in (warps or cfg.vtln or (1.0,))]
 
 
 def dynamic_range_db(x: np.ndarray, rate: int, frame_s: float = 0.02) -> float:

@@ -1,11 +1,16 @@
 """From a folder of labelled recordings to a calibrated word bank.
 
-The defaults carry the robustness: each word is also spoken by synthetic
-voices (eSpeak NG), every example is speed-perturbed (a stand-in for other
-vocal tracts) and mixed with noise at random SNRs; confidence and rejection are
-calibrated on a held-out quarter of the recordings and voices, against
-non-vocabulary words and time-reversed speech, before the final models are
-refitted on everything.
+The defaults carry the robustness: every example is speed-perturbed (a stand-in
+for other vocal tracts) and mixed with noise at random SNRs; when the recipe is
+told what each word sounds like (`say`, `say_labels`), synthetic voices (eSpeak
+NG, in `synth_language`) speak it too. Nothing is synthesised from a folder name
+unless asked: `cmd1` or an English gloss of an Arabic word would train on the
+wrong sound. Confidence and rejection are calibrated on held-out data before the
+final models are refitted on everything: held-out speakers when the speakers are
+known (`groups`), with some words left out of the calibration bank so that real
+unknown words by unknown voices are among the negatives; otherwise a held-out
+quarter of the recordings, against synthetic non-vocabulary words and
+time-reversed speech.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -23,17 +29,18 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from streamer.audio.noise import TRAINING_KINDS, add_noise, make_noise
-from streamer.audio.synth import TRAIN_VOICES, synthesize
+from streamer.audio.synth import TRAIN_VOICES, Voice, check_language, synthesize
 from streamer.audio.wav import load_audio
 from streamer.errors import AudioError, DataError
 from streamer.speech.bank import (
     Calibration,
     HmmConfig,
     WordBank,
+    background_fit,
     fit_background,
     fit_word,
 )
-from streamer.speech.features import FeatureConfig, dynamic_range_db, mfcc
+from streamer.speech.features import FeatureConfig, dynamic_range_db, mfcc, mfcc_warps
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +134,15 @@ class TrainConfig:
     hmm: HmmConfig = field(default_factory=HmmConfig)
     speeds: tuple[float, ...] = (0.88, 1.12)
     noise_kinds: tuple[str, ...] = TRAINING_KINDS
+    noise_files: tuple[str, ...] = ()  # real noise recordings mixed in like the kinds
     noisy_copies: int = 3
     snr_range: tuple[float, float] = (0.0, 18.0)
-    synth_voices: int = len(TRAIN_VOICES)  # 0: real recordings only
+    synth_voices: int = len(TRAIN_VOICES)  # voices for words whose text is known; 0: none
+    # What each word sounds like, for the synthetic voices: (label, text) pairs, and/or
+    # the label itself as the text. A word with no text gets no synthetic examples.
+    say: tuple[tuple[str, str], ...] = ()
+    say_labels: bool = False
+    synth_language: str = "en"  # eSpeak NG language of the synthetic voices
     calibrate: bool = True
     calib_fraction: float = 0.25
     target_false_reject: float = 0.02
@@ -141,7 +154,52 @@ class TrainConfig:
 
 
 Dataset = dict[str, list[np.ndarray]]
+Groups = dict[str, list[str]]  # the speaker of each recording, parallel to a Dataset
 Reporter = Callable[[str], None]
+
+
+def speakers_of(files: dict[str, list[Path]], pattern: str) -> Groups:
+    """The speaker of each file: the first group of `pattern` searched in its name.
+
+    DataError when the pattern is invalid, has no group, misses a file, or finds fewer
+    than 2 speakers (grouping by one speaker is no grouping)."""
+    try:
+        rx = re.compile(pattern)
+    except re.error as e:
+        raise DataError(f"--group-by {pattern!r}: not a valid pattern ({e})") from None
+    if rx.groups < 1:
+        raise DataError(f"--group-by {pattern!r}: needs a (group) that captures the speaker")
+    out: Groups = {}
+    for label, paths in files.items():
+        out[label] = []
+        for p in paths:
+            m = rx.search(p.name)
+            if not m or not m.group(1):
+                raise DataError(f"{p}: --group-by {pattern!r} does not match this file name")
+            out[label].append(m.group(1))
+    n = len({g for gs in out.values() for g in gs})
+    if n < 2:
+        raise DataError(f"--group-by {pattern!r} finds {n} speaker; need at least 2")
+    return out
+
+
+def say_texts(labels: Sequence[str], cfg: TrainConfig) -> dict[str, str]:
+    """What the synthetic voices say for each label whose text is known."""
+    texts = {label: label.replace("_", " ") for label in labels} if cfg.say_labels else {}
+    for label, text in cfg.say:
+        if label not in labels:
+            raise DataError(f"--say {label}={text}: there is no folder {label!r} in the data")
+        texts[label] = text
+    return texts
+
+
+def synth_voices(cfg: TrainConfig) -> tuple[Voice, ...]:
+    """The training voices, speaking the recipe's language."""
+    voices = TRAIN_VOICES[: cfg.synth_voices]
+    if cfg.synth_language == "en":
+        return voices
+    check_language(cfg.synth_language)
+    return tuple(v.speaking(cfg.synth_language) for v in voices)
 
 
 def list_dataset(data_dir: str | Path) -> dict[str, list[Path]]:
@@ -193,60 +251,112 @@ def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:
     return resample_poly(x, up, down).astype(np.float32)
 
 
-class _Featurizer:
-    """Features with the failures logged rather than raised (augmented copies can be too short)."""
-
-    def __init__(self, cfg: FeatureConfig) -> None:
-        self.cfg = cfg
-
-    def __call__(self, x: np.ndarray) -> np.ndarray | None:
-        try:
-            return mfcc(x, self.cfg)
-        except AudioError as e:
-            log.debug("skipped an example: %s", e)
-            return None
-
-
 def augment(
     xs: Sequence[np.ndarray], cfg: TrainConfig, rng: np.random.Generator, noise_bank: dict
 ) -> list[np.ndarray]:
     """Clean, speed-perturbed and noisy variants of every example."""
-    out: list[np.ndarray] = []
+    return [v for group in augment_groups(xs, cfg, rng, noise_bank) for v in group]
+
+
+def augment_groups(
+    xs: Sequence[np.ndarray], cfg: TrainConfig, rng: np.random.Generator, noise_bank: dict
+) -> list[list[np.ndarray]]:
+    """Per example: the example itself first, then its speed-perturbed and noisy variants."""
+    groups: list[list[np.ndarray]] = []
     rate = cfg.features.sample_rate
     for x in xs:
         variants = [x] + [speed_perturb(x, f) for f in cfg.speeds]
-        out.extend(variants)
-        for _ in range(cfg.noisy_copies if cfg.noise_kinds else 0):
+        out = list(variants)
+        groups.append(out)
+        for _ in range(cfg.noisy_copies if noise_bank else 0):
             base = variants[int(rng.integers(len(variants)))]
             if rng.random() < 0.3:  # a weak ending lost in the noise, as the VAD cuts it
                 base = base[: int(base.size * (1 - rng.uniform(0.03, 0.15)))]
-            kind = str(rng.choice(cfg.noise_kinds))
+            kind = str(rng.choice(sorted(noise_bank)))
             snr = float(rng.uniform(*cfg.snr_range))
             margin = (float(rng.uniform(0.0, 0.3)), float(rng.uniform(0.0, 0.3)))
             out.append(add_noise(base, snr, kind, rng, rate, noise=noise_bank[kind], margin=margin))
-    return out
+    return groups
 
 
 def _noise_bank(cfg: TrainConfig, rng: np.random.Generator) -> dict:
     rate = cfg.features.sample_rate
-    return {k: make_noise(k, rate * 30, rate, rng) for k in cfg.noise_kinds}
+    bank = {k: make_noise(k, rate * 30, rate, rng) for k in cfg.noise_kinds}
+    for path in cfg.noise_files:  # real recordings: unit RMS, repeated to 30 s
+        x = load_audio(path, rate).astype(np.float64)
+        x = x / (np.sqrt(np.mean(x**2)) + 1e-12)
+        bank[f"file:{Path(path).stem}"] = np.tile(x, -(-rate * 30 // max(1, x.size)))
+    return bank
 
 
-def _synth_examples(label: str, voices: Sequence, rate: int) -> list[np.ndarray]:
-    return [s for v in voices if (s := synthesize(label.replace("_", " "), v, rate)).size]
+def _synth_examples(text: str, voices: Sequence, rate: int) -> list[np.ndarray]:
+    return [s for v in voices if (s := synthesize(text.replace("_", " "), v, rate)).size]
+
+
+def _vtln_reference(pool: list[np.ndarray], cfg: TrainConfig, rounds: int = 2) -> tuple | None:
+    """The background GMM that picks each utterance's warp, trained by alternating: fit
+    on the current warps of a sample of examples, re-pick every warp, refit. None
+    when the recipe has no VTLN."""
+    fc = cfg.features
+    if not fc.vtln:
+        return None
+    rng = np.random.default_rng(cfg.seed + 5)
+    pick = rng.permutation(len(pool))[: min(len(pool), 600)]
+    cands = []
+    for i in pick:
+        try:
+            cands.append(mfcc_warps(pool[i], fc))
+        except AudioError:
+            continue
+    if not cands:
+        return None
+    neutral = int(np.argmin(np.abs(np.array(fc.vtln) - 1.0)))
+    chosen = [c[neutral] for c in cands]
+    ubm = None
+    for _ in range(rounds + 1):
+        ubm = fit_background(
+            np.concatenate(chosen), cfg.hmm.ubm_components, cfg.hmm.seed, max_frames=8000
+        )
+        chosen = [max(c, key=lambda f: background_fit(ubm, f)) for c in cands]
+    return ubm
+
+
+def _group_features(
+    group: list[np.ndarray], cfg: FeatureConfig, reference: tuple | None
+) -> list[np.ndarray]:
+    """Features of an example and its variants. With VTLN, all under the warp the
+    reference model finds most likely for the clean example (a noisy copy would choose
+    worse, and one search per example instead of per copy is what keeps training fast)."""
+    warp = 1.0
+    if reference is not None:
+        try:
+            cands = mfcc_warps(group[0], cfg)
+        except AudioError as e:
+            log.debug("skipped an example: %s", e)
+            return []
+        fit = [background_fit(reference, f) for f in cands]
+        warp = cfg.vtln[int(np.argmax(fit))]
+    out = []
+    for x in group:
+        try:
+            out.append(mfcc(x, cfg, warp=warp))
+        except AudioError as e:
+            log.debug("skipped an example: %s", e)
+    return out
 
 
 def _fit_models(
-    examples: Dataset,
+    examples: dict[str, list[list[np.ndarray]]],
     cfg: TrainConfig,
     progress: Reporter | None,
     background: list[np.ndarray] | None = None,
 ) -> tuple[list, tuple, np.ndarray, np.ndarray]:
-    feat = _Featurizer(cfg.features)
+    originals = [g[0] for groups in examples.values() for g in groups]
+    reference = _vtln_reference(originals, cfg)
     all_seqs: list[list[np.ndarray]] = []
     dur_mean, dur_std = [], []
-    for label, xs in examples.items():
-        seqs = [f for x in xs if (f := feat(x)) is not None]
+    for label, groups in examples.items():
+        seqs = [f for g in groups for f in _group_features(g, cfg.features, reference)]
         if not seqs:
             raise DataError(f"{label}: no usable training examples")
         all_seqs.append(seqs)
@@ -274,7 +384,7 @@ def _fit_models(
             if progress:
                 progress(label)
     all_frames = [np.concatenate(s) for s in all_seqs]
-    feats_bg = [f for x in background or [] if (f := feat(x)) is not None]
+    feats_bg = [f for x in background or [] for f in _group_features([x], cfg.features, reference)]
     ubm = fit_background(
         np.concatenate(all_frames + feats_bg), cfg.hmm.ubm_components, cfg.hmm.seed
     )
@@ -286,7 +396,7 @@ def _build(
 ) -> tuple[list, tuple, np.ndarray, np.ndarray]:
     noise = _noise_bank(cfg, rng)
     examples = {
-        label: augment(real[label] + synth.get(label, []), cfg, rng, noise) for label in real
+        label: augment_groups(real[label] + synth.get(label, []), cfg, rng, noise) for label in real
     }
     return _fit_models(examples, cfg, progress, _background_speech(list(real), cfg, rng, noise))
 
@@ -320,20 +430,21 @@ def _calibration_set(
         v = [x, speed_perturb(x, float(rng.choice(cfg.speeds))) if cfg.speeds else x]
         cut = int(x.size * rng.uniform(0.08, 0.2))
         v.append(x[: x.size - cut])  # end clipped, as an eager VAD does
-        if cfg.noise_kinds:
+        if noise:
             for _ in range(2):
-                kind = str(rng.choice(cfg.noise_kinds))
+                kind = str(rng.choice(sorted(noise)))
                 snr = float(rng.uniform(*cfg.snr_range))
                 margin = (float(rng.uniform(0.0, 0.3)), float(rng.uniform(0.0, 0.3)))
                 v.append(add_noise(x, snr, kind, rng, rate, noise[kind], margin=margin))
         return v
 
-    for i, label in enumerate(labels):
+    for label in real_held:
+        y = labels.index(label) if label in labels else -1  # left out of the bank: unknown
         for x in real_held.get(label, []) + synth_held.get(label, []):
             for v in variants(x):
                 xs.append(v)
-                ys.append(i)
-    vocab = {w.lower() for w in labels}
+                ys.append(y)
+    vocab = {w.lower() for w in [*labels, *real_held]}
     oov = [w for w in OOV_WORDS if w not in vocab]
     voices = TRAIN_VOICES[: max(1, cfg.synth_voices)] if cfg.synth_voices else TRAIN_VOICES[:4]
     for j, word in enumerate(oov):
@@ -343,8 +454,8 @@ def _calibration_set(
             for vv in variants(x)[::2]:
                 xs.append(vv)
                 ys.append(-1)
-    for label in labels:
-        for x in real_held.get(label, []):
+    for label in real_held:
+        for x in real_held[label]:
             xs.append(x[::-1].copy())  # time-reversed speech: same voice, no word
             ys.append(-1)
     return xs, ys
@@ -358,7 +469,7 @@ def _fit_calibration(
     feats, correct, invocab = [], [], []
     for x, y in zip(xs, ys, strict=True):
         try:
-            f = mfcc(x, bank.features)
+            f = bank.featurize(x)
         except AudioError:
             continue
         ll, cf = bank.score_features(f, dynamic_range_db(x, bank.sample_rate))
@@ -387,55 +498,55 @@ def train_bank(
     cfg: TrainConfig | None = None,
     on_error: Reporter | None = None,
     progress: Reporter | None = None,
+    groups: Groups | None = None,
+    group_by: str | None = None,
 ) -> WordBank:
-    """Train a calibrated bank from LABEL/*.wav under a folder (or an in-memory dataset)."""
+    """Train a calibrated bank from LABEL/*.wav under a folder (or an in-memory dataset).
+
+    `groups` (or `group_by`, a file-name pattern, for a folder) names the speaker of
+    every recording: calibration then holds out whole speakers."""
     t0 = time.monotonic()
     cfg = cfg or TrainConfig()
     rate = cfg.features.sample_rate
     source = "memory"
     if isinstance(data, (str, Path)):
         source = Path(data).name
-        data = load_dataset(list_dataset(data), rate, on_error)
+        files = list_dataset(data)
+        if group_by is not None:
+            groups = speakers_of(files, group_by)
+        data = load_dataset(files, rate, on_error)
     labels = list(data)
+    texts = say_texts(labels, cfg)
     rng = np.random.default_rng(cfg.seed)
-    voices = TRAIN_VOICES[: cfg.synth_voices]
-    synth = {label: _synth_examples(label, voices, rate) for label in labels} if voices else {}
+    voices = synth_voices(cfg) if texts else ()
+    synth = {label: _synth_examples(texts[label], voices, rate) for label in texts}
 
     coef, intercept, threshold, stats = np.array([1.0, 1.0, 0.0, 0.0, 0.0]), 0.0, 0.0, {}
     if cfg.calibrate:
-        real_tr, real_ho, syn_tr, syn_ho = {}, {}, {}, {}
-        n_voice_ho = round(len(voices) * cfg.calib_fraction)
-        for label in labels:
-            xs = data[label]
-            idx = rng.permutation(len(xs))
-            k = max(1, round(len(xs) * cfg.calib_fraction)) if len(xs) >= 3 else 0
-            real_ho[label] = [xs[i] for i in idx[:k]]
-            real_tr[label] = [xs[i] for i in idx[k:]]
-            s = synth.get(label, [])
-            syn_ho[label] = s[len(s) - n_voice_ho :] if n_voice_ho else []
-            syn_tr[label] = s[: len(s) - n_voice_ho]
-        models, ubm, dm, ds = _build(real_tr, syn_tr, cfg, rng, None)
+        real_tr, real_ho, syn_tr, syn_ho = _calibration_split(data, synth, groups, cfg, rng)
+        known = [label for label in labels if real_tr.get(label)]
+        models, ubm, dm, ds = _build({k: real_tr[k] for k in known}, syn_tr, cfg, rng, None)
         stage1 = WordBank(
-            labels,
-            models,
-            ubm,
-            cfg.features,
-            cfg.hmm,
-            Calibration(dur_mean=dm, dur_std=ds),
+            known, models, ubm, cfg.features, cfg.hmm, Calibration(dur_mean=dm, dur_std=ds)
         )
-        xs, ys = _calibration_set(real_ho, syn_ho, labels, cfg, rng)
+        xs, ys = _calibration_set(real_ho, syn_ho, known, cfg, rng)
         coef, intercept, threshold, stats = _fit_calibration(
             stage1, xs, ys, cfg.target_false_reject
         )
+        stats["held_out_words"] = [label for label in labels if label not in known]
         if progress:
             progress("calibrated")
     models, ubm, dm, ds = _build(data, synth, cfg, rng, progress)
     info = {
         "source": source,
         "recordings": {label: len(xs) for label, xs in data.items()},
+        "speakers": len({g for gs in groups.values() for g in gs}) if groups else None,
         "synthetic_voices": [v.label() for v in voices],
+        "say": texts,
+        "synth_language": cfg.synth_language,
         "speeds": list(cfg.speeds),
         "noise_kinds": list(cfg.noise_kinds),
+        "noise_files": [Path(p).name for p in cfg.noise_files],
         "snr_range": list(cfg.snr_range),
         "seed": cfg.seed,
         "calibration": stats,
@@ -445,3 +556,46 @@ def train_bank(
         coef=coef, intercept=intercept, threshold=threshold, dur_mean=dm, dur_std=ds
     )
     return WordBank(labels, models, ubm, cfg.features, cfg.hmm, calibration, info)
+
+
+def _calibration_split(
+    data: Dataset,
+    synth: Dataset,
+    groups: Groups | None,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+) -> tuple[Dataset, Dataset, Dataset, Dataset]:
+    """Training and held-out parts for the calibration bank.
+
+    With speakers: a share of whole speakers is held out, and when there are at
+    least 4 words a quarter of the words is left out of the calibration bank, so
+    its negatives include real unknown words said by unknown voices. Without:
+    a share of each word's recordings. Synthetic voices are split the same way."""
+    real_tr: Dataset = {}
+    real_ho: Dataset = {}
+    speakers = sorted({g for gs in groups.values() for g in gs}) if groups else []
+    if len(speakers) >= 3:
+        n_ho = max(1, round(len(speakers) * cfg.calib_fraction))
+        held = set(rng.permutation(speakers)[:n_ho].tolist())
+        labels = list(data)
+        n_words = len(labels) // 4 if len(labels) >= 4 else 0
+        left_out = set(rng.permutation(labels)[:n_words].tolist())
+        for label, xs in data.items():
+            assert groups is not None
+            gs = groups[label]
+            real_ho[label] = [x for x, g in zip(xs, gs, strict=True) if g in held]
+            kept = [x for x, g in zip(xs, gs, strict=True) if g not in held]
+            real_tr[label] = [] if label in left_out else kept
+    else:
+        for label, xs in data.items():
+            idx = rng.permutation(len(xs))
+            k = max(1, round(len(xs) * cfg.calib_fraction)) if len(xs) >= 3 else 0
+            real_ho[label] = [xs[i] for i in idx[:k]]
+            real_tr[label] = [xs[i] for i in idx[k:]]
+    syn_tr: Dataset = {}
+    syn_ho: Dataset = {}
+    for label, xs in synth.items():
+        n_ho = round(len(xs) * cfg.calib_fraction)
+        syn_ho[label] = xs[len(xs) - n_ho :] if n_ho else []
+        syn_tr[label] = xs[: len(xs) - n_ho] if real_tr.get(label) else []
+    return real_tr, real_ho, syn_tr, syn_ho

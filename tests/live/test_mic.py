@@ -251,3 +251,47 @@ async def test_serve_mic_publishes_what_the_microphone_hears(
     assert all(label in (None, best) for label, best in labels)
     assert sum(label is not None for label, _ in labels) >= len(labels) - 1
     assert states[-2:] == ["draining", "stopped"]
+
+
+def test_adapt_records_every_word_from_the_microphone(
+    virtual_mic: VirtualMic, tmp_path: Path
+) -> None:
+    """`streamer adapt --mic` prompts for each word of the bank in turn and adapts on what
+    the microphone heard."""
+    from dataclasses import replace
+
+    from streamer.audio.synth import TRAIN_VOICES
+    from streamer.speech.bank import HmmConfig
+    from streamer.speech.train import TrainConfig, train_bank
+
+    vm = virtual_mic
+    words = ("lemon", "rocket")
+    cfg = replace(TrainConfig(hmm=HmmConfig(n_iter=6)), calibrate=False, synth_voices=0)
+    small = train_bank({w: [synthesize(w, v) for v in TRAIN_VOICES[:5]] for w in words}, cfg)
+    src, out = tmp_path / "bank.npz", tmp_path / "me.npz"
+    small.save(src)
+    wavs = {w: vm.wav(synthesize(w, HELDOUT_VOICES[3], RATE), RATE) for w in words}
+    p = subprocess.Popen(
+        [*STREAMER, "adapt", "--bank", str(src), "--out", str(out), "--mic", "--count", "1"],
+        env=vm.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stderr is not None and p.stdout is not None
+    prompted, said = [], []
+    try:
+        for line in p.stderr:
+            said.append(line)
+            for w in words:
+                if f"say '{w}'" in line:
+                    prompted.append(w)
+                    vm.play(wavs[w])
+        assert p.wait(30) == 0, "".join(said)
+        summary = json.loads(p.stdout.read())
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert prompted == list(words)
+    assert summary["adapted"] == {"lemon": 1, "rocket": 1}
+    assert WordBank.load(out).info["adapted"]["takes"] == {"lemon": 1, "rocket": 1}

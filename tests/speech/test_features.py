@@ -7,7 +7,7 @@ import pytest
 
 from streamer.audio.wav import resample
 from streamer.errors import AudioError, ConfigError
-from streamer.speech.features import FeatureConfig, mfcc
+from streamer.speech.features import FeatureConfig, mfcc, mfcc_warps
 
 
 def chirp(rate: int, seconds: float = 0.6) -> np.ndarray:
@@ -74,11 +74,14 @@ def test_spectral_subtraction_takes_off_steady_noise(rng: np.random.Generator) -
     """Subtraction lowers the log filterbank energy of noise-only frames (the margins a
     VAD leaves around a word) much more than that of the word itself."""
     from streamer.audio.noise import add_noise
-    from streamer.speech.features import _cepstra
+    from streamer.speech.features import _cepstra, _power
+
+    def log_energy(cfg: FeatureConfig) -> np.ndarray:
+        return _cepstra(_power(noisy.astype(np.float64), cfg), cfg)[:, 0]
 
     noisy = add_noise(chirp(8000), 10.0, "white", rng, margin=(0.3, 0.3))
-    off = _cepstra(noisy.astype(np.float64), FeatureConfig(denoise=0.0))[:, 0]  # log energy
-    on = _cepstra(noisy.astype(np.float64), FeatureConfig(denoise=1.0))[:, 0]
+    off = log_energy(FeatureConfig(denoise=0.0, trim_db=0.0))
+    on = log_energy(FeatureConfig(denoise=1.0, trim_db=0.0))
     margin, word = slice(2, 25), slice(45, 88)
     assert (off[margin] - on[margin]).mean() > 0.5  # noise frames lose over a third
     assert (off[word] - on[word]).mean() < 0.2  # loud speech frames barely move
@@ -91,3 +94,33 @@ def test_old_banks_keep_their_features() -> None:
     )
     assert cfg.denoise == 0.0
     assert FeatureConfig.from_dict(FeatureConfig().to_dict()) == FeatureConfig()
+    old = {k: v for k, v in FeatureConfig().to_dict().items() if not k.startswith(("trim", "vtln"))}
+    assert FeatureConfig.from_dict(old).trim_db == 0.0
+    assert FeatureConfig.from_dict(old).vtln == ()
+    warped = FeatureConfig(vtln=(0.9, 1.0, 1.1))
+    assert FeatureConfig.from_dict(warped.to_dict()) == warped  # JSON turns tuples into lists
+
+
+def test_trimming_drops_padding_but_keeps_the_word(rng: np.random.Generator) -> None:
+    """A word padded with quiet gives (nearly) the features of the word cut tight."""
+    word = chirp(4000)
+    quiet = rng.standard_normal(4000).astype(np.float32) * 1e-4
+    padded = np.concatenate([quiet, word, quiet])
+    cfg = FeatureConfig()
+    assert abs(mfcc(padded, cfg).shape[0] - mfcc(word, cfg).shape[0]) <= 14  # 50 ms pads
+    assert mfcc(padded, FeatureConfig(trim_db=0.0)).shape[0] > 120  # all 1.3 s
+
+
+def test_vtln_warp_moves_formants_the_right_way() -> None:
+    """alpha > 1 pulls filter edges down: a tone excites a higher filter than unwarped."""
+    from streamer.speech.features import warped_filterbank
+
+    args = (26, 256, 8000, 100.0, 3800.0)
+    tone_bin = 48  # 1.5 kHz
+    peak = {a: int(np.argmax(warped_filterbank(*args, a)[tone_bin])) for a in (0.9, 1.0, 1.1)}
+    assert peak[0.9] < peak[1.0] < peak[1.1]
+    fb = warped_filterbank(*args, 1.0)
+    assert fb.shape == (129, 26) and np.all(fb.max(0) > 0.5)
+    cfg = FeatureConfig(vtln=(0.9, 1.0, 1.1))
+    feats = mfcc_warps(chirp(8000), cfg)
+    assert len(feats) == 3 and not np.allclose(feats[0], feats[2])
