@@ -71,7 +71,7 @@ def switches(x: np.ndarray) -> int:
 def delays(truth: np.ndarray, pred: np.ndarray, match: dict[int, int]) -> tuple[list[int], int]:
     """Ticks from each true switch until `pred` shows the new regime (before the next switch)."""
     cuts = np.flatnonzero(truth[1:] != truth[:-1]) + 1
-    ends = [*cuts[1:].tolist(), len(truth)]
+    ends = [*cuts[1:].tolist(), len(truth)] if len(cuts) else []
     out = []
     for i, end in zip(cuts.tolist(), ends, strict=True):
         want = match.get(int(truth[i]), -1)
@@ -227,7 +227,7 @@ def bench_synthetic(
     head = (
         f"  {'series':<14}"
         + "".join(f"{m:>12}" for m in ACC)
-        + f"{'switches true/tf/filt/dec':>27}{'delay tf/dec':>14}{'found':>7}{'K':>9}  emissions"
+        + f"{'switches true/tf/filt/dec':>27}{'delay tf/dec':>14}{'found':>7}{'K':>13}  emissions"
     )
     print(head)
     print("  " + "-" * (len(head) - 2))
@@ -284,7 +284,7 @@ def bench_synthetic(
         print(
             f"  {name:<14}"
             + "".join(f"{mean[m]:>11.1f}%" if mean[m] == mean[m] else f"{'-':>12}" for m in ACC)
-            + f"{swt:>27}{dls:>14}{fnd:>7}{' '.join(ks):>9}  {''.join(fams)}"
+            + f"{swt:>27}{dls:>14}{fnd:>7}{' '.join(ks):>13}  {''.join(fams)}"
         )
     print(
         "\n  * vols 0.005/0.015/0.04 instead of 0.006/0.012/0.025: regimes further apart\n"
@@ -354,7 +354,7 @@ def bench_speed(config: TrackerConfig, runs: int = 7) -> None:
 
 
 def bench_first_fit(runs: int = 3) -> None:
-    print(f"Fit time: K (1..5) and emissions chosen by held-out likelihood, median of {runs} runs")
+    print(f"Fit time: K (1..5) by BIC, emissions by held-out likelihood, median of {runs} runs")
     for k in (2, 3):
         for noise in ("gaussian", "student"):
             s = simulate(RegimeSpec.preset(k), 5000, noise=noise, seed=k)  # type: ignore[arg-type]
