@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from streamer.audio.noise import add_noise, make_noise
-from streamer.audio.synth import HELDOUT_VOICES, synthesize
+from streamer.audio.synth import HELDOUT_VOICES, Voice, synthesize
 from streamer.errors import AudioError, DataError
 from streamer.messages import Recognition
 from streamer.speech.bank import WordBank
@@ -232,7 +232,7 @@ def evaluate(
     folds: int | str = 5,
     cfg: TrainConfig | None = None,
     conditions: dict[str, Transform] | None = None,
-    voices: Sequence = HELDOUT_VOICES,
+    voices: Sequence[Voice] = HELDOUT_VOICES,
     oov_words: Sequence[str] = TEST_OOV_WORDS,
     progress: Callable[[str], None] | None = None,
     group_by: str | None = None,
@@ -256,8 +256,9 @@ def evaluate(
     conditions = {"clean": lambda x, rng: x, **(conditions or {})}
     out = {name: Scores(labels) for name in conditions}
     rng = np.random.default_rng(cfg.seed + 17)
+    splits: list[tuple[Dataset, Dataset, Groups | None, Groups | None]]
     if groups is not None:
-        splits = grouped_folds(data, groups, folds)
+        splits = list(grouped_folds(data, groups, folds))
     else:
         if not isinstance(folds, int):
             raise DataError(f"--folds {folds} needs speakers (--group-by)")
@@ -289,8 +290,9 @@ def evaluate(
             out["oov"] = Scores(labels)
             vocab = {w.lower() for w in labels}
             for j, word in enumerate(w for w in oov_words if w not in vocab):
-                for v in voices[j % max(1, len(voices)) :][:2] or [None]:
-                    x = synthesize(word, v, rate) if v else synthesize(word)
+                picked: list[Voice | None] = [*voices[j % max(1, len(voices)) :][:2]]
+                for voice in picked or [None]:
+                    x = synthesize(word, voice, rate) if voice else synthesize(word)
                     out["oov"].add(-1, bank, x)
     return out
 

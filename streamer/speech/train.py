@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.signal import resample_poly
@@ -36,6 +37,7 @@ from streamer.speech.bank import (
     Calibration,
     HmmConfig,
     WordBank,
+    WordModel,
     background_fit,
     fit_background,
     fit_word,
@@ -156,6 +158,8 @@ class TrainConfig:
 Dataset = dict[str, list[np.ndarray]]
 Groups = dict[str, list[str]]  # the speaker of each recording, parallel to a Dataset
 Reporter = Callable[[str], None]
+NoiseBank = dict[str, np.ndarray]  # noise kind (or file:NAME) -> 30 s of unit-RMS noise
+Background = tuple[np.ndarray, np.ndarray, np.ndarray]  # GMM weights, means, variances
 
 
 def speakers_of(files: dict[str, list[Path]], pattern: str) -> Groups:
@@ -248,18 +252,19 @@ def load_dataset(
 def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:
     """Play `factor` times faster (pitch and formants shift too, like another speaker)."""
     up, down = 100, round(100 * factor)
-    return resample_poly(x, up, down).astype(np.float32)
+    y: np.ndarray = resample_poly(x, up, down)
+    return y.astype(np.float32)
 
 
 def augment(
-    xs: Sequence[np.ndarray], cfg: TrainConfig, rng: np.random.Generator, noise_bank: dict
+    xs: Sequence[np.ndarray], cfg: TrainConfig, rng: np.random.Generator, noise_bank: NoiseBank
 ) -> list[np.ndarray]:
     """Clean, speed-perturbed and noisy variants of every example."""
     return [v for group in augment_groups(xs, cfg, rng, noise_bank) for v in group]
 
 
 def augment_groups(
-    xs: Sequence[np.ndarray], cfg: TrainConfig, rng: np.random.Generator, noise_bank: dict
+    xs: Sequence[np.ndarray], cfg: TrainConfig, rng: np.random.Generator, noise_bank: NoiseBank
 ) -> list[list[np.ndarray]]:
     """Per example: the example itself first, then its speed-perturbed and noisy variants."""
     groups: list[list[np.ndarray]] = []
@@ -279,7 +284,7 @@ def augment_groups(
     return groups
 
 
-def _noise_bank(cfg: TrainConfig, rng: np.random.Generator) -> dict:
+def _noise_bank(cfg: TrainConfig, rng: np.random.Generator) -> NoiseBank:
     rate = cfg.features.sample_rate
     bank = {k: make_noise(k, rate * 30, rate, rng) for k in cfg.noise_kinds}
     for path in cfg.noise_files:  # real recordings: unit RMS, repeated to 30 s
@@ -289,11 +294,11 @@ def _noise_bank(cfg: TrainConfig, rng: np.random.Generator) -> dict:
     return bank
 
 
-def _synth_examples(text: str, voices: Sequence, rate: int) -> list[np.ndarray]:
+def _synth_examples(text: str, voices: Sequence[Voice], rate: int) -> list[np.ndarray]:
     return [s for v in voices if (s := synthesize(text.replace("_", " "), v, rate)).size]
 
 
-def _vtln_reference(pool: list[np.ndarray], cfg: TrainConfig, rounds: int = 2) -> tuple | None:
+def _vtln_reference(pool: list[np.ndarray], cfg: TrainConfig, rounds: int = 2) -> Background | None:
     """The background GMM that picks each utterance's warp, trained by alternating: fit
     on the current warps of a sample of examples, re-pick every warp, refit. None
     when the recipe has no VTLN."""
@@ -322,7 +327,7 @@ def _vtln_reference(pool: list[np.ndarray], cfg: TrainConfig, rounds: int = 2) -
 
 
 def _group_features(
-    group: list[np.ndarray], cfg: FeatureConfig, reference: tuple | None
+    group: list[np.ndarray], cfg: FeatureConfig, reference: Background | None
 ) -> list[np.ndarray]:
     """Features of an example and its variants. With VTLN, all under the warp the
     reference model finds most likely for the clean example (a noisy copy would choose
@@ -350,7 +355,7 @@ def _fit_models(
     cfg: TrainConfig,
     progress: Reporter | None,
     background: list[np.ndarray] | None = None,
-) -> tuple[list, tuple, np.ndarray, np.ndarray]:
+) -> tuple[list[WordModel], Background, np.ndarray, np.ndarray]:
     originals = [g[0] for groups in examples.values() for g in groups]
     reference = _vtln_reference(originals, cfg)
     all_seqs: list[list[np.ndarray]] = []
@@ -392,8 +397,12 @@ def _fit_models(
 
 
 def _build(
-    real: Dataset, synth: Dataset, cfg: TrainConfig, rng: np.random.Generator, progress
-) -> tuple[list, tuple, np.ndarray, np.ndarray]:
+    real: Dataset,
+    synth: Dataset,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    progress: Reporter | None,
+) -> tuple[list[WordModel], Background, np.ndarray, np.ndarray]:
     noise = _noise_bank(cfg, rng)
     examples = {
         label: augment_groups(real[label] + synth.get(label, []), cfg, rng, noise) for label in real
@@ -402,7 +411,7 @@ def _build(
 
 
 def _background_speech(
-    labels: list[str], cfg: TrainConfig, rng: np.random.Generator, noise: dict
+    labels: list[str], cfg: TrainConfig, rng: np.random.Generator, noise: NoiseBank
 ) -> list[np.ndarray]:
     """Ordinary words the bank does not know, for the background model: it then stands
     for speech in general, so an unknown word fits it better than any word model."""
@@ -418,7 +427,11 @@ def _background_speech(
 
 
 def _calibration_set(
-    real_held: Dataset, synth_held: Dataset, labels: list[str], cfg: TrainConfig, rng
+    real_held: Dataset,
+    synth_held: Dataset,
+    labels: list[str],
+    cfg: TrainConfig,
+    rng: np.random.Generator,
 ) -> tuple[list[np.ndarray], list[int]]:
     """Held-out audio with truth: index of the word, or -1 for out-of-vocabulary."""
     rate = cfg.features.sample_rate
@@ -448,8 +461,8 @@ def _calibration_set(
     oov = [w for w in OOV_WORDS if w not in vocab]
     voices = TRAIN_VOICES[: max(1, cfg.synth_voices)] if cfg.synth_voices else TRAIN_VOICES[:4]
     for j, word in enumerate(oov):
-        v = voices[j % len(voices)]
-        x = synthesize(word, v, rate)
+        voice = voices[j % len(voices)]
+        x = synthesize(word, voice, rate)
         if x.size:
             for vv in variants(x)[::2]:
                 xs.append(vv)
@@ -463,7 +476,7 @@ def _calibration_set(
 
 def _fit_calibration(
     bank: WordBank, xs: list[np.ndarray], ys: list[int], target_fr: float
-) -> tuple[np.ndarray, float, float, dict]:
+) -> tuple[np.ndarray, float, float, dict[str, Any]]:
     from sklearn.linear_model import LogisticRegression
 
     feats, correct, invocab = [], [], []
@@ -521,7 +534,8 @@ def train_bank(
     voices = synth_voices(cfg) if texts else ()
     synth = {label: _synth_examples(texts[label], voices, rate) for label in texts}
 
-    coef, intercept, threshold, stats = np.array([1.0, 1.0, 0.0, 0.0, 0.0]), 0.0, 0.0, {}
+    stats: dict[str, Any] = {}
+    coef, intercept, threshold = np.array([1.0, 1.0, 0.0, 0.0, 0.0]), 0.0, 0.0
     if cfg.calibrate:
         real_tr, real_ho, syn_tr, syn_ho = _calibration_split(data, synth, groups, cfg, rng)
         known = [label for label in labels if real_tr.get(label)]
