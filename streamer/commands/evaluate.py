@@ -18,10 +18,7 @@ HELP = "stratified k-fold evaluation of the training recipe on DATA_DIR/LABEL/*.
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_train_arguments(p)
-    for a in p._actions:
-        if a.dest == "out":
-            a.required, a.default, a.help = False, "confusion.png", "confusion-matrix PNG to write"
+    add_train_arguments(p, out_default="confusion.png", out_help="confusion-matrix PNG to write")
     p.add_argument(
         "--folds",
         type=_folds,

@@ -16,10 +16,23 @@ NAME = "train"
 HELP = "train a word bank from DATA_DIR/LABEL/*.wav"
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(
+    p: argparse.ArgumentParser,
+    *,
+    out_default: str | None = None,
+    out_help: str = "bank file to write (.npz)",
+) -> None:
+    """The recipe's flags; `evaluate` reuses them with an optional --out of its own."""
     d, h = TrainConfig(), HmmConfig()
     p.add_argument("data_dir", metavar="DATA_DIR", help="folder of LABEL/*.wav recordings")
-    p.add_argument("--out", "-o", required=True, metavar="BANK", help="bank file to write (.npz)")
+    p.add_argument(
+        "--out",
+        "-o",
+        required=out_default is None,
+        default=out_default,
+        metavar="BANK" if out_default is None else "FILE",
+        help=out_help,
+    )
     p.add_argument("--states", type=int, default=h.n_states, help="states per word (0: by length)")
     p.add_argument("--topology", choices=TOPOLOGIES, default=h.topology)
     p.add_argument("--covariance", choices=COVARIANCE_TYPES, default=h.covariance_type)
