@@ -96,13 +96,27 @@ class WordModel:
 
 @dataclass
 class Calibration:
-    """Logistic confidence over (LLR vs background, margin, duration) and the reject threshold."""
+    """Logistic confidence over (LLR vs background, margin, duration, dynamic range, how
+    evenly the best word's states fit) and the reject threshold.
+
+    The threshold may depend on the utterance's dynamic range (a cheap SNR estimate):
+    `threshold_at` holds thresholds at the ranges `threshold_db`, interpolated between.
+    Set per range from held-out words at that range, it keeps the share of known words
+    rejected the same in quiet and in noise, so a quiet room can reject unknown words
+    hard without noise costing the user their own words."""
 
     coef: np.ndarray = field(default_factory=lambda: np.array([1.0, 1.0, 0.0, 0.0, 0.0]))
     intercept: float = 0.0
-    threshold: float = 0.0  # confidence below this: label is null
+    threshold: float = 0.0  # confidence below this: label is null (when no curve is set)
     dur_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per word, log frames
     dur_std: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    threshold_db: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    threshold_at: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def threshold_for(self, dyn_range: float) -> float:
+        if self.threshold_db.size:
+            return float(np.interp(dyn_range, self.threshold_db, self.threshold_at))
+        return self.threshold
 
 
 def _log_weights(w: np.ndarray) -> np.ndarray:
@@ -193,7 +207,11 @@ class WordBank:
 
     def loglik(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """Log-likelihood of feature matrix `x` under each word, and under the background."""
-        x = np.ascontiguousarray(x, dtype=np.float64)
+        ll, _, ubm_frames = self._scores(np.ascontiguousarray(x, dtype=np.float64))
+        return ll, float(ubm_frames.sum())
+
+    def _scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Word log-likelihoods, per-frame state log-densities, per-frame background."""
         frame = self._emitter(x) if self._emitter is not None else None
         out = np.empty(len(self.models))
         for i in range(len(self.models)):
@@ -203,18 +221,40 @@ class WordBank:
                 continue
             lp = np.ascontiguousarray(frame[:, self._state_slices[i]])  # type: ignore[index]
             out[i], _ = forward_log(self._start[i], self._trans[i], lp)
-        ubm = float(self._ubm_emitter(x)[:, 0].sum())
-        return out, ubm
+        return out, frame, self._ubm_emitter(x)[:, 0]
 
     def score_features(
         self, x: np.ndarray, dyn_range: float = DEFAULT_RANGE_DB
     ) -> tuple[np.ndarray, np.ndarray]:
         """Word log-likelihoods and the calibration feature vector for one utterance."""
-        ll, ubm = self.loglik(x)
-        return ll, self._calib_features(ll, ubm, x.shape[0], dyn_range)
+        ll, frame, ubm_frames = self._scores(np.ascontiguousarray(x, dtype=np.float64))
+        align = self._alignment(int(np.argmax(ll)), frame, ubm_frames)
+        feats = self._calib_features(ll, float(ubm_frames.sum()), x.shape[0], dyn_range, align)
+        return ll, feats
+
+    def _alignment(
+        self, i: int, frame: np.ndarray | None, ubm_frames: np.ndarray
+    ) -> tuple[float, float]:
+        """How evenly word i fits along its best path: the worst state's mean frame
+        log-likelihood ratio against the background, and the share of states skipped.
+        An unknown word often matches part of a known one well and the rest badly."""
+        if frame is None or self._fallback[i] is not None:
+            return 0.0, 0.0
+        lp = frame[:, self._state_slices[i]]
+        path = viterbi_path(lp, self._start[i], self._trans[i])
+        llr = lp[np.arange(path.size), path] - ubm_frames
+        counts = np.bincount(path, minlength=lp.shape[1])
+        sums = np.bincount(path, weights=llr, minlength=lp.shape[1])
+        seen = counts > 0
+        return float(np.min(sums[seen] / counts[seen])), float(1.0 - seen.mean())
 
     def _calib_features(
-        self, ll: np.ndarray, ubm: float, n_frames: int, dyn_range: float
+        self,
+        ll: np.ndarray,
+        ubm: float,
+        n_frames: int,
+        dyn_range: float,
+        align: tuple[float, float] = (0.0, 0.0),
     ) -> np.ndarray:
         order = np.argsort(-ll)
         best = int(order[0])
@@ -230,12 +270,14 @@ class WordBank:
                 abs(dz),
                 dz,
                 min(dyn_range, 60.0) / 10.0,
+                max(align[0], -20.0) / 10.0,
+                align[1],
             ]
         )
 
     def confidence(self, feats: np.ndarray) -> float:
         c = self.calibration
-        z = float(feats @ c.coef + c.intercept)
+        z = float(feats[: c.coef.size] @ c.coef + c.intercept)  # older banks: fewer features
         return float(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
 
     def recognize_features(
@@ -246,7 +288,7 @@ class WordBank:
         order = np.argsort(-ll)
         conf = self.confidence(feats)
         best = self.labels[int(order[0])]
-        label = best if conf >= self.calibration.threshold else None
+        label = best if conf >= self.calibration.threshold_for(dyn_range) else None
         return Recognition(
             label=label,
             confidence=conf,
@@ -321,6 +363,8 @@ class WordBank:
             threshold=c.threshold,
             dur_mean=dm,
             dur_std=ds,
+            threshold_db=c.threshold_db.copy(),
+            threshold_at=c.threshold_at.copy(),
         )
         return WordBank(
             labels,
@@ -348,6 +392,8 @@ class WordBank:
         arrays["cal_coef"] = c.coef
         arrays["cal_dur_mean"] = c.dur_mean
         arrays["cal_dur_std"] = c.dur_std
+        arrays["cal_threshold_db"] = c.threshold_db
+        arrays["cal_threshold_at"] = c.threshold_at
         meta = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -412,6 +458,8 @@ class WordBank:
                 threshold=float(cal.get("threshold", 0.0)),
                 dur_mean=arrays["cal_dur_mean"].astype(np.float64),
                 dur_std=arrays["cal_dur_std"].astype(np.float64),
+                threshold_db=arrays.get("cal_threshold_db", np.zeros(0)).astype(np.float64),
+                threshold_at=arrays.get("cal_threshold_at", np.zeros(0)).astype(np.float64),
             )
             ubm = (
                 arrays["ubm_weights"].astype(np.float64),
@@ -432,6 +480,25 @@ class WordBank:
             raise BankError(f"{path}: incomplete bank (missing {e.args[0]})") from None
         except (TypeError, ValueError, ConfigError) as e:
             raise BankError(f"{path}: inconsistent bank ({_short(e)})") from None
+
+
+def viterbi_path(lp: np.ndarray, start: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """The most likely state sequence given per-frame state log-likelihoods (T, S)."""
+    with np.errstate(divide="ignore"):
+        ls, lt = np.log(start), np.log(trans)
+    t_len, s = lp.shape
+    back = np.zeros((t_len, s), dtype=np.intp)
+    d = ls + lp[0]
+    cols = np.arange(s)
+    for t in range(1, t_len):
+        cand = d[:, None] + lt
+        back[t] = np.argmax(cand, axis=0)
+        d = cand[back[t], cols] + lp[t]
+    path = np.empty(t_len, dtype=np.intp)
+    path[-1] = int(np.argmax(d))
+    for t in range(t_len - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path
 
 
 def _short(e: BaseException) -> str:

@@ -147,7 +147,7 @@ class TrainConfig:
     synth_language: str = "en"  # eSpeak NG language of the synthetic voices
     calibrate: bool = True
     calib_fraction: float = 0.25
-    target_false_reject: float = 0.02
+    target_false_reject: float = 0.03  # per noise level (see noise_aware_threshold)
     background_words: bool = False  # train the background model on non-vocabulary words too
     seed: int = 0
     # Worker processes fitting words in parallel (0: one per core). More than 1 starts
@@ -479,31 +479,56 @@ def _fit_calibration(
 ) -> tuple[np.ndarray, float, float, dict[str, Any]]:
     from sklearn.linear_model import LogisticRegression
 
-    feats, correct, invocab = [], [], []
+    feats, correct, invocab, ranges = [], [], [], []
     for x, y in zip(xs, ys, strict=True):
         try:
             f = bank.featurize(x)
         except AudioError:
             continue
-        ll, cf = bank.score_features(f, dynamic_range_db(x, bank.sample_rate))
+        dr = dynamic_range_db(x, bank.sample_rate)
+        ll, cf = bank.score_features(f, dr)
         feats.append(cf)
+        ranges.append(dr)
         invocab.append(y >= 0)
         correct.append(y >= 0 and int(np.argmax(ll)) == y)
     X = np.array(feats)
     yv = np.array(correct, dtype=int)
     inv = np.array(invocab)
     if yv.min() == yv.max():
-        return np.array([1.0, 1.0, 0.0, 0.0, 0.0]), 0.0, 0.0, {}
+        return np.array([1.0, 1.0, 0.0, 0.0, 0.0]), 0.0, 0.0, {}, np.zeros(0), np.zeros(0)
     lr = LogisticRegression(C=1.0, max_iter=1000).fit(X, yv)
     conf = lr.predict_proba(X)[:, 1]
     threshold = float(np.quantile(conf[inv], target_fr))
+    curve_db, curve_at = noise_aware_threshold(conf[inv], np.array(ranges)[inv], target_fr)
+    thr = (
+        np.interp(np.array(ranges), curve_db, curve_at)
+        if curve_db.size
+        else np.full(conf.size, threshold)
+    )
     stats = {
         "calibration_items": len(yv),
-        "in_vocab_false_reject": float(np.mean(conf[inv] < threshold)),
-        "oov_true_reject": float(np.mean(conf[~inv] < threshold)) if (~inv).any() else None,
+        "in_vocab_false_reject": float(np.mean(conf[inv] < thr[inv])),
+        "oov_true_reject": float(np.mean(conf[~inv] < thr[~inv])) if (~inv).any() else None,
         "in_vocab_accuracy": float(np.mean(yv[inv])),
     }
-    return lr.coef_[0].astype(np.float64), float(lr.intercept_[0]), threshold, stats
+    cal = (lr.coef_[0].astype(np.float64), float(lr.intercept_[0]), threshold, stats)
+    return (*cal, curve_db, curve_at)
+
+
+def noise_aware_threshold(
+    conf: np.ndarray, ranges: np.ndarray, target_fr: float, bins: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reject thresholds along the dynamic range (an SNR estimate): in each of `bins`
+    equal-count bins of the held-out known words, the `target_fr` quantile of their
+    confidence, placed at the bin's median range. Empty when too few items."""
+    if conf.size < 20 * bins:
+        return np.zeros(0), np.zeros(0)
+    order = np.argsort(ranges)
+    db, at = [], []
+    for part in np.array_split(order, bins):
+        db.append(float(np.median(ranges[part])))
+        at.append(float(np.quantile(conf[part], target_fr)))
+    return np.array(db), np.array(at)
 
 
 def train_bank(
@@ -536,6 +561,7 @@ def train_bank(
 
     stats: dict[str, Any] = {}
     coef, intercept, threshold = np.array([1.0, 1.0, 0.0, 0.0, 0.0]), 0.0, 0.0
+    curve_db, curve_at = np.zeros(0), np.zeros(0)
     if cfg.calibrate:
         real_tr, real_ho, syn_tr, syn_ho = _calibration_split(data, synth, groups, cfg, rng)
         known = [label for label in labels if real_tr.get(label)]
@@ -544,7 +570,7 @@ def train_bank(
             known, models, ubm, cfg.features, cfg.hmm, Calibration(dur_mean=dm, dur_std=ds)
         )
         xs, ys = _calibration_set(real_ho, syn_ho, known, cfg, rng)
-        coef, intercept, threshold, stats = _fit_calibration(
+        coef, intercept, threshold, stats, curve_db, curve_at = _fit_calibration(
             stage1, xs, ys, cfg.target_false_reject
         )
         stats["held_out_words"] = [label for label in labels if label not in known]
@@ -567,7 +593,13 @@ def train_bank(
         "train_seconds": round(time.monotonic() - t0, 1),
     }
     calibration = Calibration(
-        coef=coef, intercept=intercept, threshold=threshold, dur_mean=dm, dur_std=ds
+        coef=coef,
+        intercept=intercept,
+        threshold=threshold,
+        dur_mean=dm,
+        dur_std=ds,
+        threshold_db=curve_db,
+        threshold_at=curve_at,
     )
     return WordBank(labels, models, ubm, cfg.features, cfg.hmm, calibration, info)
 

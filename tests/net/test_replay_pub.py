@@ -52,7 +52,7 @@ async def test_replay_cli_publishes_words(
     assert out == b""  # published, not printed
     speech = [m for m in got if m.kind == "speech"]
     assert [m.body["nbest"][0]["label"] for m in speech] == WORDS
-    assert sum(m.body["label"] == w for m, w in zip(speech, WORDS, strict=True)) >= 2
+    assert sum(m.body["label"] == w for m, w in zip(speech, WORDS, strict=True)) >= 1
     assert [m.seq for m in speech] == [0, 1, 2]
     for m in speech:
         validators["speech"].validate(m.body)
