@@ -77,6 +77,11 @@ def add_arguments(
     )
     p.add_argument("--no-noise", action="store_true", help="no noise augmentation")
     p.add_argument(
+        "--no-vtln",
+        action="store_true",
+        help="no vocal-tract-length normalisation (one speaker, no new voices to expect)",
+    )
+    p.add_argument(
         "--noise-dir",
         metavar="DIR",
         help="real noise recordings (*.wav) to mix into training copies beside the noise kinds",
@@ -113,6 +118,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if not files:
             raise DataError(f"{folder}: no noise recordings (*.wav) there")
         cfg = replace(cfg, noise_files=tuple(files))
+    if args.no_vtln:
+        cfg = replace(cfg, features=replace(cfg.features, vtln=()))
     if args.no_noise:
         cfg = replace(cfg, noise_kinds=(), noise_files=())
     return cfg
