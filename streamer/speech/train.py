@@ -476,7 +476,8 @@ def _calibration_set(
 
 def _fit_calibration(
     bank: WordBank, xs: list[np.ndarray], ys: list[int], target_fr: float
-) -> tuple[np.ndarray, float, float, dict[str, Any]]:
+) -> tuple[np.ndarray, float, float, dict[str, Any], np.ndarray, np.ndarray]:
+    """Logistic confidence, flat threshold, figures, and the noise-aware threshold curve."""
     from sklearn.linear_model import LogisticRegression
 
     feats, correct, invocab, ranges = [], [], [], []
