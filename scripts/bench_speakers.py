@@ -82,8 +82,7 @@ def asc_parts(args: argparse.Namespace, cfg: TrainConfig) -> None:
     data = load_dataset(files, cfg.features.sample_rate)
     labels = list(data)
     folds = grouped_folds(data, groups, 4)
-    if args.quick:
-        folds = folds[:1]
+    folds = folds[: 1 if args.quick else args.asc_folds]
     parts = set(args.parts)
     ours = Scores(labels)
     plain5: dict[str, list[bool]] = {}
@@ -213,6 +212,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", default="asc,adapt,oov,fruits")
     ap.add_argument("--quick", action="store_true", help="one asc fold, two fruit folds")
+    ap.add_argument(
+        "--asc-folds", type=int, default=4, help="run only the first N of the 4 asc folds"
+    )
     args = ap.parse_args()
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     logging.basicConfig(level=logging.WARNING)
