@@ -7,6 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from streamer.audio.synth import check_language
 from streamer.errors import DataError
 from streamer.progress import Progress
 from streamer.speech.bank import COVARIANCE_TYPES, TOPOLOGIES, HmmConfig
@@ -118,6 +119,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if not files:
             raise DataError(f"{folder}: no noise recordings (*.wav) there")
         cfg = replace(cfg, noise_files=tuple(files))
+    if args.synth_language != "en":
+        check_language(args.synth_language)  # a wrong language is an error even unused
     if args.no_vtln:
         cfg = replace(cfg, features=replace(cfg.features, vtln=()))
     if args.no_noise:

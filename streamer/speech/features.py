@@ -85,7 +85,13 @@ class FeatureConfig:
         # banks written before spectral subtraction, trimming and VTLN existed
         d = {"denoise": 0.0, "trim_db": 0.0, **d}
         d["vtln"] = tuple(float(a) for a in d.get("vtln", ()))
-        return cls(**{k: v for k, v in d.items() if k in known})
+        unknown = sorted(set(d) - known)
+        if unknown:  # features this version cannot compute: scoring would be silently wrong
+            raise ConfigError(
+                f"made with a feature recipe this streamer does not know ({', '.join(unknown)}); "
+                "upgrade streamer or retrain the bank"
+            )
+        return cls(**d)
 
 
 def _deltas(feat: np.ndarray, n: int) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -124,3 +126,25 @@ def test_vtln_warp_moves_formants_the_right_way() -> None:
     cfg = FeatureConfig(vtln=(0.9, 1.0, 1.1))
     feats = mfcc_warps(chirp(8000), cfg)
     assert len(feats) == 3 and not np.allclose(feats[0], feats[2])
+
+
+def test_a_bank_from_another_feature_recipe_is_refused(tmp_path: Path) -> None:
+    """Features this version cannot compute would score silently wrong: a clear error."""
+    import json
+    import zipfile
+
+    from streamer.errors import BankError
+    from streamer.paths import default_bank_path
+    from streamer.speech.bank import WordBank
+
+    src = default_bank_path()
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["meta"].tobytes().decode("utf-8"))
+    meta["features"]["gammatone"] = True
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    bad = tmp_path / "future.npz"
+    np.savez(bad, **arrays)
+    assert zipfile.is_zipfile(bad)
+    with pytest.raises(BankError, match=r"future.npz: .*feature recipe .*\(gammatone\)"):
+        WordBank.load(bad)
