@@ -51,11 +51,8 @@ async def test_replay_cli_publishes_words(
     assert proc.returncode == 0, err.decode()
     assert out == b""  # published, not printed
     speech = [m for m in got if m.kind == "speech"]
-    heard = [m.body["nbest"][0]["label"] for m in speech]
-    assert len(heard) == len(WORDS)  # one event per word, in order
-    # voices the bank never heard: the best word is right for nearly all of them
-    assert sum(h == w for h, w in zip(heard, WORDS, strict=True)) >= len(WORDS) - 1, heard
-    assert sum(m.body["label"] == w for m, w in zip(speech, WORDS, strict=True)) >= 1
+    assert [m.body["nbest"][0]["label"] for m in speech] == WORDS
+    assert sum(m.body["label"] == w for m, w in zip(speech, WORDS, strict=True)) >= 2
     assert [m.seq for m in speech] == [0, 1, 2]
     for m in speech:
         validators["speech"].validate(m.body)

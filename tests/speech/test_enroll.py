@@ -63,11 +63,9 @@ def test_enrollment_adds_the_word_and_leaves_the_others_alone(
     # the new word's duration statistics are its own
     assert cherry.calibration.dur_mean.size == 8 and cherry.calibration.dur_std[-1] > 0
     assert cherry.info["enrolled"]["cherry"]["examples"] == 3
-    # held-out voices saying it: always the best word; published unless the (noise-aware)
-    # rejection threshold, set for a few percent of known words, holds it back
-    heard = [cherry.recognize(synthesize("cherry", v)) for v in HELDOUT_VOICES[1:]]
-    assert all(r.best == "cherry" for r in heard)
-    assert sum(r.label == "cherry" for r in heard) >= len(heard) - 2
+    # held-out voices saying it, and saying the old words
+    for v in HELDOUT_VOICES[1:]:
+        assert cherry.recognize(synthesize("cherry", v)).label == "cherry", v
 
 
 def test_retraining_replaces_the_word_in_place(base: WordBank) -> None:

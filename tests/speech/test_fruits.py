@@ -62,9 +62,7 @@ def test_shipped_bank_keeps_noisy_clipped_and_new_voices(
         for v in HELDOUT_VOICES[:4]:
             hits += shipped.recognize(synthesize(w, v)).label == w
             total += 1
-    # the reject threshold is set per noise level for 3% of held-out known words; unseen
-    # factory noise, clipped endings and new voices together cost a little more
-    assert hits / total >= 0.85, f"{hits}/{total}"
+    assert hits / total >= 0.9, f"{hits}/{total}"
 
 
 def test_shipped_bank_rejects_other_words(shipped: WordBank) -> None:
