@@ -304,6 +304,9 @@ class RecognizerPool:
         self._tls = threading.local()
         self._started: asyncio.Future[None] | None = None
         self.generation = 0  # bumped by every swap
+        # thread workers load the bank of the generation an utterance was submitted under,
+        # so one that starts (or reloads) after a swap does not use the new bank too early
+        self._factories: dict[int, RecognizerFactory] = {0: factory}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -374,9 +377,15 @@ class RecognizerPool:
         self, samples: np.ndarray, rate: int, where: str, gen: int = 0
     ) -> tuple[Recognition, str | None]:
         rec = getattr(self._tls, "rec", None)
-        if rec is None or getattr(self._tls, "gen", 0) < gen:
-            self._tls.gen = self.generation
-            rec = self._tls.rec = self._make_local()
+        if rec is None or getattr(self._tls, "gen", -1) != gen:
+            factory = self._factories.get(gen, self.factory)
+            try:
+                rec = factory()
+            except StreamerError:
+                raise
+            except Exception as e:
+                raise BankError(f"cannot load the recognizer: {type(e).__name__}: {e}") from None
+            self._tls.gen, self._tls.rec = gen, rec
         return _run(rec, samples, rate, where)
 
     def swap(self, factory: RecognizerFactory) -> int:
@@ -397,6 +406,8 @@ class RecognizerPool:
                 raise
         self.factory = factory
         self.generation += 1
+        self._factories = {self.generation - 1: self._factories.get(self.generation - 1, factory)}
+        self._factories[self.generation] = factory
         self.stats.swaps += 1
         if self.kind == "process" and self._loop is not None:
             self._dispatch()
