@@ -45,7 +45,8 @@ from streamer.speech.train import (
     TrainConfig,
     _noise_bank,
     _synth_examples,
-    augment,
+    augment_groups,
+    group_features,
 )
 
 log = logging.getLogger(__name__)
@@ -148,13 +149,10 @@ def enroll_word(
     if not xs and not synth:
         raise DataError(f"{word}: no examples and no synthetic voices to learn it from")
     rng = np.random.default_rng([cfg.seed, zlib.crc32(word.encode())])
-    data = augment(xs + synth, cfg, rng, _noise_bank(cfg, rng))
-    seqs = []
-    for x in data:
-        try:
-            seqs.append(bank.featurize(x))  # under each example's VTLN warp, as scored
-        except AudioError as e:
-            log.debug("skipped an example: %s", e)
+    groups = augment_groups(xs + synth, cfg, rng, _noise_bank(cfg, rng))
+    # as in training: each example's copies under the warp its clean original chooses
+    reference = bank.ubm if bank.features.vtln else None
+    seqs = [f for g in groups for f in group_features(g, bank.features, reference)]
     if not seqs:
         raise DataError(f"{word}: no usable training examples")
     model, _ = fit_word(seqs, bank.hmm_config, cfg.hmm.seed * 1000 + zlib.crc32(word.encode()))

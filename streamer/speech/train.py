@@ -326,7 +326,7 @@ def _vtln_reference(pool: list[np.ndarray], cfg: TrainConfig, rounds: int = 2) -
     return ubm
 
 
-def _group_features(
+def group_features(
     group: list[np.ndarray], cfg: FeatureConfig, reference: Background | None
 ) -> list[np.ndarray]:
     """Features of an example and its variants. With VTLN, all under the warp the
@@ -361,7 +361,7 @@ def _fit_models(
     all_seqs: list[list[np.ndarray]] = []
     dur_mean, dur_std = [], []
     for label, groups in examples.items():
-        seqs = [f for g in groups for f in _group_features(g, cfg.features, reference)]
+        seqs = [f for g in groups for f in group_features(g, cfg.features, reference)]
         if not seqs:
             raise DataError(f"{label}: no usable training examples")
         all_seqs.append(seqs)
@@ -389,7 +389,7 @@ def _fit_models(
             if progress:
                 progress(label)
     all_frames = [np.concatenate(s) for s in all_seqs]
-    feats_bg = [f for x in background or [] for f in _group_features([x], cfg.features, reference)]
+    feats_bg = [f for x in background or [] for f in group_features([x], cfg.features, reference)]
     ubm = fit_background(
         np.concatenate(all_frames + feats_bg), cfg.hmm.ubm_components, cfg.hmm.seed
     )
