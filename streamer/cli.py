@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.set_defaults(run_command=None)  # no COMMAND given: help
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # hmmlearn reports EM convergence through logging; it is chatter unless asked for (-vv)
     logging.getLogger("hmmlearn").setLevel(logging.DEBUG if args.verbose >= 2 else logging.ERROR)
-    if not getattr(args, "run_command", None):
+    if args.run_command is None:
         parser.print_help(sys.stderr)
         return 2
     try:

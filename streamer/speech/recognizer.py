@@ -358,9 +358,9 @@ class RecognizerPool:
             await self.aclose()
             raise
 
-    def _make_local(self) -> Recognizer:
+    def _make_local(self, factory: RecognizerFactory | None = None) -> Recognizer:
         try:
-            return self.factory()
+            return (factory or self.factory)()
         except StreamerError:
             raise
         except Exception as e:
@@ -378,13 +378,7 @@ class RecognizerPool:
     ) -> tuple[Recognition, str | None]:
         rec = getattr(self._tls, "rec", None)
         if rec is None or getattr(self._tls, "gen", -1) != gen:
-            factory = self._factories.get(gen, self.factory)
-            try:
-                rec = factory()
-            except StreamerError:
-                raise
-            except Exception as e:
-                raise BankError(f"cannot load the recognizer: {type(e).__name__}: {e}") from None
+            rec = self._make_local(self._factories.get(gen))
             self._tls.gen, self._tls.rec = gen, rec
         return _run(rec, samples, rate, where)
 
@@ -405,9 +399,10 @@ class RecognizerPool:
                 self.factory = old
                 raise
         self.factory = factory
+        previous = self.generation
         self.generation += 1
-        self._factories = {self.generation - 1: self._factories.get(self.generation - 1, factory)}
-        self._factories[self.generation] = factory
+        # the previous bank stays for utterances still in flight; older ones are done with
+        self._factories = {previous: self._factories[previous], self.generation: factory}
         self.stats.swaps += 1
         if self.kind == "process" and self._loop is not None:
             self._dispatch()
