@@ -10,7 +10,8 @@ without a traceback and carries on with the next item where it can.
     ├── TickError       price data that cannot be decoded
     ├── ConfigError     a setting or flag that makes no sense
     ├── DeviceError     PortAudio or the requested device is missing
-    └── ProtocolError   a wire message that breaks the protocol
+    ├── ProtocolError   a wire message that breaks the protocol
+    └── StateError      a saved state (checkpoint) that is corrupt, foreign or does not fit
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class ProtocolError(StreamerError):
     """A message on the wire that does not follow docs/protocol.md."""
 
 
+class StateError(StreamerError):
+    """A state directory or checkpoint file that is corrupt, foreign, or for other settings."""
+
+
 __all__ = [
     "AudioError",
     "BankError",
@@ -55,6 +60,7 @@ __all__ = [
     "DataError",
     "DeviceError",
     "ProtocolError",
+    "StateError",
     "StreamerError",
     "TickError",
 ]

@@ -821,7 +821,9 @@ class RegimeTracker:
         self._win: deque[tuple[float, float]] = deque(maxlen=self.config.window)
         self.decoder: RegimeDecoder | None = None
         self.job: FitJob | None = None
-        self.fits: list[FitReport] = []
+        self.fits: list[FitReport] = []  # this run's reports (a restored tracker starts empty)
+        self.fit_count = 0  # fits installed over the tracker's whole life (the EM seed's offset)
+        self.first_fit_seconds: float | None = None
         self.refits = 0
         self.relabels = 0
         self.k_changes = 0
@@ -855,7 +857,7 @@ class RegimeTracker:
             prices,
             cfg.states,
             cfg.restarts if first else cfg.refit_restarts,
-            cfg.seed + len(self.fits),
+            cfg.seed + self.fit_count,
             self.model,
             cfg.stickiness,
             self.n,
@@ -936,6 +938,9 @@ class RegimeTracker:
             raise RuntimeError("install() without a pending fit job")
         self.job = None
         self.fits.append(report)
+        self.fit_count += 1
+        if self.first_fit_seconds is None:
+            self.first_fit_seconds = report.seconds
         model = report.model
         every = self.config.refit_every
         self._next_refit = job.created_at + every if every else _NEVER
@@ -1006,7 +1011,9 @@ class RegimeTracker:
             "emissions": d.model.family if d else None,
             "switches": d.switches if d else 0,
             "refit_waits": self.refit_waits,
-            "first_fit_seconds": round(self.fits[0].seconds, 3) if self.fits else None,
+            "first_fit_seconds": (
+                None if self.first_fit_seconds is None else round(self.first_fit_seconds, 3)
+            ),
         }
 
 
