@@ -2,14 +2,15 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
+SYSTEM_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system venv demo test lint bench clean
 
 setup: system venv
 
-# Debian/Ubuntu packages for the audio device layer (PortAudio, a virtual PulseAudio microphone).
+# Debian/Ubuntu packages: the audio device layer (PortAudio, a virtual PulseAudio microphone),
+# and Chromium for the dashboard's browser tests (driven by Playwright, never a browser download).
 system:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -24,6 +24,7 @@ COMMANDS = (
     "regimes",
     "serve",
     "listen",
+    "dashboard",
     "keys",
     "devices",
     "enroll",

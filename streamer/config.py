@@ -7,7 +7,7 @@ stage's own config class that this tree reuses: `SegmenterConfig`,
 
 The TOML file has one table per part, named as the fields of `Config`
 (``[audio]``, ``[segmenter]``, ``[recognizer]``, ``[ticks]``, ``[tracker]``,
-``[feed]``, ``[publisher]``, ``[security]``, ``[service]``); keys are the field
+``[feed]``, ``[publisher]``, ``[security]``, ``[service]``, ``[dashboard]``); keys are the field
 names (``-`` may stand for ``_``). An unknown table or key, or a value of the
 wrong type, is a `ConfigError` naming the key and the table. `streamer config
 show` prints the effective settings in this format; `docs/configuration.md`
@@ -43,6 +43,7 @@ WorkerKind = Literal["process", "thread", "inline"]
 
 DEFAULT_CHUNK_MS = 20.0  # replayed audio block, paced replays (results do not depend on it)
 FAST_CHUNK_MS = 1000.0  # ...and at speed 0, where fewer, larger blocks are cheaper
+DEFAULT_DASHBOARD_HTTP = "127.0.0.1:8080"
 
 
 def _check(ok: bool, setting: str, message: str) -> None:
@@ -199,6 +200,57 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class DashboardConfig:
+    """The live web dashboard: `streamer dashboard`, or the page `streamer serve --http` serves."""
+
+    http: str | None = None  # the page's HOST:PORT (unset: none in serve, 127.0.0.1:8080)
+    connect: str | None = None  # publisher to subscribe to (unset: [publisher] endpoint)
+    curve_secret: Path | None = None  # the dashboard's own secret certificate, when CURVE is on
+    curve_server: Path | None = None  # the service's public key (unset: [security] curve_secret)
+    frame_rate: float = 10.0  # frames a second at most, per browser
+    chart_points: int = 600  # price points kept per symbol (and drawn)
+    words: int = 20  # latest utterances kept per stream
+    stall_timeout: float = 10.0  # seconds a browser may leave a frame unread before it is dropped
+    stale_after: float = 3.0  # seconds without a heartbeat before the page shows `stale`
+    max_browsers: int = 16  # browsers at once; more are refused
+
+    def __post_init__(self) -> None:
+        _check(
+            self.http is None
+            or re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):\d{1,5}", self.http) is not None,
+            "dashboard.http",
+            f"expected HOST:PORT (e.g. 127.0.0.1:8080), not {self.http!r}",
+        )
+        _check(
+            0 < self.frame_rate <= 60 and math.isfinite(self.frame_rate),
+            "dashboard.frame_rate",
+            f"must be in (0, 60], not {self.frame_rate}",
+        )
+        _check(
+            self.chart_points >= 2,
+            "dashboard.chart_points",
+            f"need at least 2, not {self.chart_points}",
+        )
+        _check(self.words >= 1, "dashboard.words", f"need at least 1, not {self.words}")
+        _check(
+            self.stall_timeout > 0,
+            "dashboard.stall_timeout",
+            f"must be > 0, not {self.stall_timeout}",
+        )
+        _check(
+            self.stale_after > 0, "dashboard.stale_after", f"must be > 0, not {self.stale_after}"
+        )
+        _check(
+            self.max_browsers >= 1,
+            "dashboard.max_browsers",
+            f"need at least 1, not {self.max_browsers}",
+        )
+
+    def http_or_default(self) -> str:
+        return self.http or DEFAULT_DASHBOARD_HTTP
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything `Service` needs; each part is a table in the TOML file."""
 
@@ -211,6 +263,7 @@ class Config:
     feed: FeedConfig = field(default_factory=FeedConfig)
     publisher: PublisherConfig = field(default_factory=PublisherConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
 
     def replace(self, section: str, **changes: Any) -> Config:
         """A copy with some settings of one section changed (and checked again)."""
@@ -413,6 +466,7 @@ __all__ = [
     "SECTIONS",
     "AudioConfig",
     "Config",
+    "DashboardConfig",
     "FeedConfig",
     "PublisherConfig",
     "RecognizerConfig",

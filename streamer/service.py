@@ -45,7 +45,7 @@ from streamer.net import protocol as P
 from streamer.net.feed import TickFeed
 from streamer.net.publisher import Publisher
 from streamer.net.security import CurveServer
-from streamer.net.sockets import term_context
+from streamer.net.sockets import reachable, term_context
 from streamer.paths import default_bank_path
 from streamer.speech.pipeline import StreamStats, run_stream
 from streamer.speech.recognizer import RecognizerFactory, RecognizerPool, bank_factory
@@ -371,6 +371,8 @@ class Service:
                     ):
                         pub.status("stopped", detail="stopped while waiting for subscribers")
                         return
+                    if self.config.dashboard.http is not None:
+                        await self._start_dashboard(stack, pub)
                 self._open_feed(sink, curve)
                 if pub is not None and self.feed is not None:
                     pub.add_metrics("feed", self.feed.stats)
@@ -405,6 +407,15 @@ class Service:
                 await self.feed.aclose()
         if self.config.service.stats:
             print(f"streamer {self.name}: {P.dumps(P.jsonable(self.metrics()))}", file=sys.stderr)
+
+    async def _start_dashboard(self, stack: contextlib.AsyncExitStack, pub: Publisher) -> None:
+        """`--http`: the web dashboard, subscribed to our own publisher over loopback."""
+        from streamer.dashboard import dashboard_for  # aiohttp only when asked for
+
+        own = reachable(pub.endpoint, "tcp://127.0.0.1:0")
+        dash = dashboard_for(self.config, connect=own, context=self.context)
+        await stack.enter_async_context(dash)
+        print(f"streamer {self.name}: dashboard at {dash.url}", file=sys.stderr, flush=True)
 
     async def _until_stopped(self, coro: Awaitable[None]) -> bool:
         """Run `coro` unless a stop comes first (False then)."""

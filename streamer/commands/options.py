@@ -49,7 +49,8 @@ class Flag:
 
 # Group names: which commands get which flags.
 REPLAY_GROUPS = ("input", "voice activity detection", "price ticks", "publishing", "security")
-SERVE_GROUPS = (*REPLAY_GROUPS, "microphone", "live tick feed", "service")
+SERVE_GROUPS = (*REPLAY_GROUPS, "microphone", "live tick feed", "service", "dashboard")
+DASHBOARD_GROUPS = ("dashboard client", "dashboard")
 
 _SEG = (
     ("--vad-mode", "aggressiveness"),
@@ -113,6 +114,16 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--drain-timeout", "service.drain_timeout", "service", "S"),
     Flag("--watch-bank", "recognizer.watch_bank", "service", "S"),
     Flag("--stay", "service.stay", "service"),
+    Flag("--http", "dashboard.http", "dashboard", "HOST:PORT"),
+    Flag("--frame-rate", "dashboard.frame_rate", "dashboard", "N"),
+    Flag("--chart-points", "dashboard.chart_points", "dashboard", "N"),
+    Flag("--words-shown", "dashboard.words", "dashboard", "N"),
+    Flag("--stall-timeout", "dashboard.stall_timeout", "dashboard", "S"),
+    Flag("--stale-after", "dashboard.stale_after", "dashboard", "S"),
+    Flag("--max-browsers", "dashboard.max_browsers", "dashboard", "N"),
+    Flag("--connect", "dashboard.connect", "dashboard client", "ENDPOINT"),
+    Flag("--curve-secret", "dashboard.curve_secret", "dashboard client", "FILE"),
+    Flag("--curve-server", "dashboard.curve_server", "dashboard client", "FILE"),
 )
 
 _GROUP_TITLES = {
@@ -120,6 +131,8 @@ _GROUP_TITLES = {
     "security": "CURVE security (optional)",
     "price ticks": "price ticks (regime decoding)",
     "live tick feed": "live tick feed (ZeroMQ)",
+    "dashboard": "web dashboard",
+    "dashboard client": "subscribing (ZeroMQ)",
 }
 
 
@@ -304,6 +317,7 @@ def curve_client_from_args(args: argparse.Namespace) -> CurveClient | None:
 
 
 __all__ = [
+    "DASHBOARD_GROUPS",
     "FLAGS",
     "REPLAY_GROUPS",
     "SERVE_GROUPS",

@@ -1,0 +1,277 @@
+"""What the dashboard knows, and the frames it sends to browsers: a pure synchronous core.
+
+The service may publish tens of thousands of regime decodes a second; a browser
+wants a few chart points a second. So every price goes into the open *bucket*
+of its symbol (first, min, max, last price and the regime at the last), and
+`close_buckets` turns the open buckets into chart points once per frame period.
+A browser then gets at most one frame per period whatever the tick rate.
+
+Each browser has a `Cursor`: how many points per symbol and how many words it
+has already been sent. A frame carries only what is new to that browser (or
+everything, the first time, and when it fell further behind than the history
+kept), so frames need not be queued per browser: a slow one simply gets a
+bigger frame later, and the memory used is the history, not the backlog.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamer.market.model import REGIME_NAMES
+from streamer.net import protocol as P
+
+
+def _default_name(k: int, i: int) -> str:
+    """A regime's name before a decode in it was seen: the tracker's names for K states."""
+    names = REGIME_NAMES.get(k)
+    return names[i] if names is not None and i < len(names) else f"state {i}"
+
+
+@dataclass
+class Cursor:
+    """What one browser has been sent so far."""
+
+    points: dict[str, int] = field(default_factory=dict)  # symbol -> points sent (global count)
+    words: int = 0  # words sent (global count)
+    frames: int = 0
+
+
+@dataclass
+class _Symbol:
+    """One symbol: the chart points kept, the open bucket, the latest decode."""
+
+    history: int
+    points: deque[list[float]] = field(init=False)
+    total: int = 0  # points ever closed: a browser's cursor counts in these
+    open: list[float] | None = None  # [t, first, min, max, last, state] of the open bucket
+    ticks: int = 0
+    t: float = 0.0
+    price: float = 0.0
+    ts: float = 0.0  # publish time of the latest decode
+    state: int = 0
+    regime: str = ""
+    probs: list[float] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.points = deque(maxlen=self.history)
+
+    def add(self, t: float, price: float, state: int) -> None:
+        b = self.open
+        if b is None:
+            self.open = [t, price, price, price, price, state]
+            return
+        b[0] = t
+        if price < b[2]:
+            b[2] = price
+        elif price > b[3]:
+            b[3] = price
+        b[4] = price
+        b[5] = state
+
+    def close(self) -> bool:
+        if self.open is None:
+            return False
+        self.points.append(self.open)
+        self.open = None
+        self.total += 1
+        return True
+
+    def summary(self) -> dict[str, Any]:
+        k = len(self.probs)
+        return {
+            "regime": self.regime,
+            "state": self.state,
+            "probs": self.probs,
+            "names": [self.names.get(i) or _default_name(k, i) for i in range(k)],
+            "price": self.price,
+            "t": self.t,
+            "ts": self.ts,
+            "ticks": self.ticks,
+        }
+
+
+@dataclass
+class Health:
+    """The service's health as the dashboard sees it."""
+
+    last_heartbeat: float | None = None  # monotonic time of the latest heartbeat
+    session: str | None = None
+    subscribers: int | None = None
+    state: str | None = None  # the service's status (running, draining, ...)
+    dropped: int = 0  # messages the publisher reported dropped (metrics)
+    lag: float | None = None  # seconds from publish to here, latest regime decode
+    decode: float | None = None  # seconds from tick time to publish, when tick times are live
+
+
+class DashboardState:
+    """Messages in (`ingest`), chart points made (`close_buckets`), frames out (`frame`)."""
+
+    def __init__(self, *, history: int = 600, words: int = 20, stale_after: float = 3.0) -> None:
+        self.history = history
+        self.words_kept = words
+        self.stale_after = stale_after
+        self.symbols: dict[str, _Symbol] = {}
+        self.streams: dict[str, deque[dict[str, Any]]] = {}
+        self.recent: deque[tuple[int, dict[str, Any]]] = deque(maxlen=max(64, 4 * words))
+        self.word_count = 0
+        self.health = Health()
+        self.invalid = 0  # messages without the fields the dashboard reads: skipped
+        self.received = 0
+        self.version = 0  # bumped on anything a browser should see soon
+
+    # -- in -----------------------------------------------------------------------------------
+
+    def ingest(self, topic: str, body: dict[str, Any], now: float | None = None) -> None:
+        """One message off the subscriber; a malformed one is counted and skipped."""
+        self.received += 1
+        kind = P.kind_of(topic)
+        try:
+            if kind == P.REGIME:
+                self._regime(body)
+            elif kind == P.SPEECH:
+                self._speech(body)
+            elif kind == P.HEARTBEAT:
+                self._heartbeat(body, time.monotonic() if now is None else now)
+            elif kind == P.METRICS:
+                self._metrics(body)
+            elif kind == P.STATUS:
+                self.health.state = str(body["state"])
+                self.version += 1
+        except (KeyError, TypeError, ValueError, IndexError):
+            self.invalid += 1
+
+    def _regime(self, b: dict[str, Any]) -> None:
+        sym = b["symbol"]
+        s = self.symbols.get(sym)
+        if s is None:
+            if type(sym) is not str:
+                raise TypeError("symbol")
+            s = self.symbols[sym] = _Symbol(self.history)
+        price = float(b["price"])
+        t = float(b["t"])
+        state = int(b["state"])
+        if not (math.isfinite(price) and math.isfinite(t)):
+            raise ValueError("price")
+        s.add(t, price, state)
+        s.ticks += 1
+        s.t, s.price, s.state = t, price, state
+        s.ts = ts = float(b["ts"])
+        s.probs = b["probs"]
+        regime = b["regime"]
+        if regime != s.regime:
+            s.regime = str(regime)
+            s.names[state] = s.regime
+        h = self.health
+        h.lag = time.time() - ts
+        d = ts - t
+        h.decode = d if 0 <= d < 60 else None
+
+    def _speech(self, b: dict[str, Any]) -> None:
+        label = b["label"]
+        stream = str(b["stream"])
+        word: dict[str, Any] = {
+            "stream": stream,
+            "utterance": int(b["utterance"]),
+            "label": None if label is None else str(label),
+            "confidence": float(b["confidence"]),
+            "start": float(b["start"]),
+            "end": float(b["end"]),
+            "nbest": [
+                {"label": str(n["label"]), "loglik": float(n["loglik"])}
+                for n in b.get("nbest", ())[:5]
+            ],
+            "ts": float(b["ts"]),
+        }
+        q = self.streams.get(stream)
+        if q is None:
+            q = self.streams[stream] = deque(maxlen=self.words_kept)
+        q.append(word)
+        self.recent.append((self.word_count, word))
+        self.word_count += 1
+        self.version += 1
+
+    def _heartbeat(self, b: dict[str, Any], now: float) -> None:
+        h = self.health
+        h.last_heartbeat = now
+        h.session = str(b["session"])
+        n = b.get("subscribers")
+        if type(n) is int:
+            h.subscribers = n
+
+    def _metrics(self, b: dict[str, Any]) -> None:
+        dropped = b.get("dropped")
+        if isinstance(dropped, dict):
+            self.health.dropped = sum(v for v in dropped.values() if type(v) is int)
+        n = b.get("subscribers")
+        if type(n) is int:
+            self.health.subscribers = n
+
+    def close_buckets(self) -> int:
+        """Turn every open bucket into a chart point; how many were closed."""
+        n = 0
+        for s in self.symbols.values():
+            n += s.close()
+        if n:
+            self.version += 1
+        return n
+
+    # -- out ----------------------------------------------------------------------------------
+
+    def connected(self, now: float) -> bool:
+        hb = self.health.last_heartbeat
+        return hb is not None and now - hb < self.stale_after
+
+    def frame(
+        self, cursor: Cursor, now: float, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """What is new to the browser behind `cursor` (everything, on its first frame)."""
+        first = cursor.frames == 0
+        symbols: dict[str, Any] = {}
+        for name, s in self.symbols.items():
+            seen = cursor.points.get(name, 0)
+            new = s.total - seen
+            kept = len(s.points)
+            d = s.summary()
+            if first or new > kept or name not in cursor.points:
+                d["reset"] = True
+                d["points"] = list(s.points)
+            elif new > 0:
+                d["points"] = [s.points[i] for i in range(kept - new, kept)]
+            cursor.points[name] = s.total
+            symbols[name] = d
+        if first:
+            words = [w for q in self.streams.values() for w in q]
+            words.sort(key=lambda w: w["ts"])
+        else:
+            words = [w for i, w in self.recent if i >= cursor.words]
+        cursor.words = self.word_count
+        cursor.frames += 1
+        h = self.health
+        hb = h.last_heartbeat
+        health = {
+            "connected": self.connected(now),
+            "heartbeat_age": None if hb is None else round(now - hb, 3),
+            "session": h.session,
+            "subscribers": h.subscribers,
+            "state": h.state,
+            "dropped": h.dropped,
+            "lag_ms": None if h.lag is None else round(1000 * h.lag, 1),
+            "decode_ms": None if h.decode is None else round(1000 * h.decode, 1),
+            "invalid": self.invalid,
+            **(extra or {}),
+        }
+        return {
+            "snapshot": first,
+            "now": time.time(),
+            "health": health,
+            "symbols": symbols,
+            "words": words,
+        }
+
+
+__all__ = ["Cursor", "DashboardState", "Health"]
