@@ -327,7 +327,7 @@ class Service:
         d: dict[str, Any] = {"speech": self.speech_metrics(), "ticks": self.ticks_metrics()}
         if self.feed is not None:
             d["feed"] = self.feed.stats()
-        out: dict[str, Any] = P.jsonable(d)
+        out: dict[str, Any] = P.builtins(d)
         return out
 
     # -- running --------------------------------------------------------------------------------
@@ -406,7 +406,7 @@ class Service:
             if self.feed is not None:
                 await self.feed.aclose()
         if self.config.service.stats:
-            print(f"streamer {self.name}: {P.dumps(P.jsonable(self.metrics()))}", file=sys.stderr)
+            print(f"streamer {self.name}: {P.dumps(self.metrics())}", file=sys.stderr)
 
     async def _start_dashboard(self, stack: contextlib.AsyncExitStack, pub: Publisher) -> None:
         """`--http`: the web dashboard, subscribed to our own publisher over loopback."""

@@ -2,17 +2,18 @@
 
 A sink takes messages synchronously (see `streamer.messages.Sink`); this one
 writes one compact JSON object per message, each topic numbered by its own
-`seq`: ``{"topic": "speech", "seq": n, ...WordEvent.to_wire()}``.
+`seq`: ``{"topic": "speech", "seq": n, ...WordEvent.to_wire()}``, with the wire's
+encoder (`streamer.net.protocol.dumps`).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from typing import TextIO
 
 from streamer.messages import Message, RegimeDecode
+from streamer.net.protocol import dumps
 
 
 class JsonLinesSink:
@@ -30,7 +31,7 @@ class JsonLinesSink:
         line = {"topic": topic, "seq": n, **msg.to_wire()}
         if self.latency and delay is not None:
             line["delay_ms"] = round(delay * 1000.0, 3)
-        self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
+        self.out.write(dumps(line) + "\n")
         self.out.flush()
         return True
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,8 +23,22 @@ log = logging.getLogger("streamer.net.feed")  # one logger for the feed, core an
 
 PUSH_MANY_MIN = 16  # below this many ticks per symbol per batch, the per-tick path is cheaper
 
-TickParser = Callable[[bytes, int], tuple[str, float, float]]
-"""(body, max_bytes) -> (symbol, t, price); ValueError (with `kind`, `detail`) for a bad tick."""
+
+class TickLike(Protocol):
+    """One tick as the transport decoded it."""
+
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def t(self) -> float: ...
+    @property
+    def price(self) -> float: ...
+
+
+TickParser = Callable[[bytes, int], TickLike]
+"""(body, max_bytes) -> the tick; ValueError (with `kind`, `detail`) for a bad one."""
+BatchParser = Callable[[Sequence[bytes], int], Sequence[TickLike] | None]
+"""(bodies, max_bytes) -> every tick of a batch in one go, or None: then `TickParser` per body."""
 
 
 class TickDecoder:
@@ -43,6 +57,7 @@ class TickDecoder:
         config: TrackerConfig,
         *,
         parse: TickParser,
+        parse_many: BatchParser | None = None,
         symbols: Collection[str] | None = None,
         max_bytes: int = 4096,
         max_symbols: int = 10_000,
@@ -53,6 +68,7 @@ class TickDecoder:
             raise ConfigError(f"--max-tick-bytes must be at least 64, not {max_bytes}")
         self.config = config
         self.parse = parse
+        self.parse_many = parse_many
         self.symbols = frozenset(symbols) if symbols else None
         self.max_bytes = max_bytes
         self.max_symbols = max_symbols
@@ -83,16 +99,11 @@ class TickDecoder:
     def feed(self, bodies: Sequence[bytes]) -> list[RegimeDecode]:
         """Check and decode the bodies of a batch of well-framed ``[b"tick", body]`` messages."""
         groups: dict[str, tuple[list[float], list[float]]] = {}
-        parse = self.parse
-        max_bytes = self.max_bytes
         allowed = self.symbols
         new = 0  # symbols first seen in this batch
-        for body in bodies:
-            try:
-                symbol, t, price = parse(body, max_bytes)
-            except ValueError as e:
-                self.reject(getattr(e, "kind", "invalid"), getattr(e, "detail", str(e)))
-                continue
+        ticks = self.parse_many(bodies, self.max_bytes) if self.parse_many else None
+        for k in self._parse_each(bodies) if ticks is None else ticks:
+            symbol = k.symbol
             g = groups.get(symbol)
             if g is None:
                 if allowed is not None and symbol not in allowed:
@@ -104,8 +115,8 @@ class TickDecoder:
                         continue
                     new += 1
                 g = groups[symbol] = ([], [])
-            g[0].append(t)
-            g[1].append(price)
+            g[0].append(k.t)
+            g[1].append(k.price)
         out: list[RegimeDecode] = []
         self.batches += 1
         for symbol, (ts, ps) in groups.items():
@@ -113,6 +124,17 @@ class TickDecoder:
             self.accepted += len(ts)
             out.extend(self.push(symbol, ts, ps))
         self.decoded += len(out)
+        return out
+
+    def _parse_each(self, bodies: Sequence[bytes]) -> list[TickLike]:
+        """The good ticks of a batch, one body at a time; the others dropped and counted."""
+        out = []
+        parse, max_bytes = self.parse, self.max_bytes
+        for body in bodies:
+            try:
+                out.append(parse(body, max_bytes))
+            except ValueError as e:
+                self.reject(getattr(e, "kind", "invalid"), getattr(e, "detail", str(e)))
         return out
 
     def push(self, symbol: str, ts: list[float], ps: list[float]) -> list[RegimeDecode]:
@@ -192,4 +214,4 @@ class TickDecoder:
         }
 
 
-__all__ = ["PUSH_MANY_MIN", "TickDecoder", "TickParser"]
+__all__ = ["PUSH_MANY_MIN", "BatchParser", "TickDecoder", "TickLike", "TickParser"]

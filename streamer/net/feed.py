@@ -91,6 +91,7 @@ class TickFeed:
             max_symbols=max_symbols,
             submit=self._submit,
             parse=P.parse_tick,
+            parse_many=P.parse_ticks,
             on_event=on_event,
         )
         self.curve = curve

@@ -44,7 +44,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
@@ -131,7 +131,7 @@ class Publisher:
         self._router: zmq.Socket[Any] | None = None
         self._seq: dict[bytes, int] = {}
         self._state: dict[tuple[bytes, str | None], tuple[int, bytes]] = {}
-        self._regime = P.RegimeEncoder()
+        self._regime_topics: dict[str, bytes] = {}
         self._providers: dict[str, Callable[[], Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._sub_changed: asyncio.Event | None = None
@@ -263,17 +263,36 @@ class Publisher:
     ) -> bool:
         """Publish any kind's payload on ``kind[.key]``; the snapshot keeps it under `state_key`.
 
-        Returns False if the message was dropped (high-water mark) or could not be
-        encoded (NaN, say: counted as invalid and logged once). Never waits.
+        Returns False if the message was dropped (high-water mark) or is not a valid
+        `kind` (NaN, say: counted as invalid and logged once). Never waits.
         """
         self._alive()
         t = P.topic(kind, key).encode()
-        seq = self._seq.get(t, 0)
         try:
-            body = P.encode_body(seq, self.clock(), payload)
-        except (ValueError, TypeError) as e:
+            body = P.encode_body(kind, self._seq.get(t, 0), self.clock(), payload)
+        except ProtocolError as e:
             self._unencodable(kind, e)
             return False
+        return self._publish(kind, t, body, state_key)
+
+    def publish_message(
+        self, msg: P.Body, *, key: str | None = None, state_key: str | None = None
+    ) -> bool:
+        """Publish a typed message; its `seq` and `ts` are set here. As `publish_body`."""
+        self._alive()
+        kind = P.kind_of_type(msg)
+        t = P.topic(kind, key).encode()
+        msg.seq = self._seq.get(t, 0)
+        msg.ts = self.clock()
+        try:
+            body = P.encode(msg)
+        except ProtocolError as e:
+            self._unencodable(kind, e)
+            return False
+        return self._publish(kind, t, body, state_key)
+
+    def _publish(self, kind: str, t: bytes, body: bytes, state_key: str | None) -> bool:
+        seq = self._seq.get(t, 0)
         self._seq[t] = seq + 1
         if kind != P.HEARTBEAT:  # heartbeats are liveness, not state
             self._state[(t, state_key)] = (seq, body)
@@ -287,7 +306,7 @@ class Publisher:
         self.invalid += 1
         if kind not in self._warned:
             self._warned.add(kind)
-            log.warning("not published: a %s message that is not valid JSON (%s)", kind, e)
+            log.warning("not published: an invalid %s message (%s)", kind, e)
 
     def publish(self, msg: Message, delay: float | None = None) -> bool:
         """Publish a word event or a regime decode (the `Sink` protocol); False if dropped."""
@@ -299,21 +318,23 @@ class Publisher:
         return self.publish_body(P.SPEECH, payload, state_key=msg.stream)
 
     def publish_many(self, decodes: Iterable[RegimeDecode]) -> int:
-        """Publish regime decodes (the hot path: one timestamp, no dicts); how many went out."""
+        """Publish regime decodes (the hot path: one timestamp, typed bodies); how many went out."""
         sock = self._alive()
-        ts_text = repr(self.clock())
-        topic_of = self._regime.topic
-        encode = self._regime.encode
+        ts = self.clock()
+        topics = self._regime_topics
         seqs = self._seq
         send = _raw_send.__get__(sock)
+        encode = P.encode_regime
         last: dict[bytes, tuple[int, bytes]] = {}
         n = sent = 0
         for d in decodes:
-            t = topic_of(d.symbol)
+            t = topics.get(d.symbol)
+            if t is None:
+                t = topics[d.symbol] = P.topic(P.REGIME, d.symbol).encode()
             seq = seqs.get(t, 0)
             try:
-                body = encode(d, seq, ts_text)
-            except (ValueError, TypeError) as e:  # NaN in `extra`, say: not JSON
+                body = encode(d, seq, ts)
+            except ProtocolError as e:  # NaN in `extra`, say
                 self._unencodable(P.REGIME, e)
                 continue
             n += 1
@@ -360,16 +381,18 @@ class Publisher:
 
     def heartbeat(self) -> bool:
         last = {t.decode(): n - 1 for t, n in self._seq.items() if t != _HB}
-        return self.publish_body(
-            P.HEARTBEAT,
-            {
-                "session": self.session,
-                "interval": self.heartbeat_interval,
-                "uptime": round(self.uptime, 3),
-                "subscribers": self.subscribers,
-                "snapshot": self.snapshot_endpoint,
-                "last": last,
-            },
+        return self.publish_message(
+            P.Heartbeat(
+                v=P.VERSION,
+                seq=0,
+                ts=0.0,
+                session=self.session,
+                interval=self.heartbeat_interval,
+                uptime=round(self.uptime, 3),
+                subscribers=self.subscribers,
+                snapshot=self.snapshot_endpoint,
+                last=last,
+            )
         )
 
     def status(self, state: str, detail: str | None = None) -> bool:
@@ -377,20 +400,23 @@ class Publisher:
         if state not in P.STATES:
             raise ValueError(f"unknown state {state!r}")
         self.state = state
-        body: dict[str, Any] = {
-            "state": state,
-            "session": self.session,
-            "pid": os.getpid(),
-            "version": __version__,
-            "pub": self.endpoint,
-            "snapshot": self.snapshot_endpoint,
-            "subscribers": self.subscribers,
-            "sources": list(self.sources),
-        }
-        if detail:
-            body["detail"] = detail
         log.info("status: %s%s", state, f" ({detail})" if detail else "")
-        return self.publish_body(P.STATUS, body)
+        return self.publish_message(
+            P.Status(
+                v=P.VERSION,
+                seq=0,
+                ts=0.0,
+                state=cast(P.State, state),
+                session=self.session,
+                pid=os.getpid(),
+                version=__version__,
+                pub=self.endpoint,
+                snapshot=self.snapshot_endpoint,
+                subscribers=self.subscribers,
+                sources=list(self.sources),
+                detail=detail or P.UNSET,
+            )
+        )
 
     def add_metrics(self, name: str, provider: Callable[[], Any]) -> None:
         """Include ``provider()`` under `name` in every metrics message (feed, speech, ticks...)."""
@@ -410,7 +436,7 @@ class Publisher:
         }
         for name, fn in self._providers.items():
             try:
-                body[name] = P.jsonable(fn())
+                body[name] = P.builtins(fn())
             except Exception as e:  # a broken provider must not stop the metrics
                 body[name] = {"error": f"{type(e).__name__}: {e}"}
         return body

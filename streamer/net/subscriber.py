@@ -19,9 +19,10 @@ it wrong:
   socket, new snapshot), or with ``reconnect=False`` raises `PublisherGone`. A
   new `session` in the heartbeats means the publisher restarted: sequences
   start again and a fresh snapshot is taken.
-- **Schema checks** on every message (`streamer.net.protocol.problem`); a message
-  that fails is counted and skipped (logged once per kind), or raises
-  ProtocolError with ``strict=True``.
+- **Typed, checked messages.** Every body is decoded into its kind's Struct
+  (`streamer.net.protocol`: ``msg.data``, e.g. a `Regime`; ``msg.body`` is the same
+  as a plain dict); a message that fails is counted and skipped (logged once per
+  kind), or raises ProtocolError with ``strict=True``.
 """
 
 from __future__ import annotations
@@ -263,26 +264,10 @@ class Subscriber:
             self._invalid("?", f"{len(frames)} frames, expected [topic, body]")
             return None
         try:
-            topic = frames[0].decode()
-            body = P.loads(frames[1])
-        except ValueError as e:
-            self._invalid("?", f"not UTF-8 JSON ({e})")
+            return P.decode(frames, check=self.check)
+        except ProtocolError as e:
+            self._invalid(P.kind_of(frames[0].decode(errors="replace")), str(e))
             return None
-        kind = P.kind_of(topic)
-        if type(body) is not dict:
-            self._invalid(kind, f"{topic}: body is not a JSON object")
-            return None
-        if self.check:
-            err = P.problem(kind, body) if kind in P.SCHEMAS else None
-            if err is None and (body.get("v") != P.VERSION or type(body.get("seq")) is not int):
-                err = f"{topic}: missing or wrong envelope"
-            if err:
-                self._invalid(kind, err)
-                return None
-        elif type(body.get("seq")) is not int:
-            self._invalid(kind, f"{topic}: no integer seq")
-            return None
-        return Message(topic, body)
 
     def _accept(self, frames: list[bytes]) -> None:
         """One live message: heartbeat handling, snapshot floor, gap detection, delivery."""
@@ -290,10 +275,11 @@ class Subscriber:
         if msg is None:
             return
         self._outage = False
-        topic, body = msg.topic, msg.body
-        seq = body["seq"]
-        if msg.kind == P.HEARTBEAT:
-            self._on_heartbeat(body)
+        topic, data = msg.topic, msg.data
+        seq = data.seq
+        heartbeat = isinstance(data, P.Heartbeat) or msg.kind == P.HEARTBEAT
+        if heartbeat:
+            self._on_heartbeat(msg)
         floor = self._floor.get(topic)
         if floor is not None:
             if seq <= floor:
@@ -311,12 +297,19 @@ class Subscriber:
             elif seq < exp:
                 self.stats.restarts += 1  # only a restarted publisher numbers backwards
         self._expect[topic] = seq + 1
-        if msg.kind == P.HEARTBEAT and not self.heartbeats_wanted:
+        if heartbeat and not self.heartbeats_wanted:
             return
-        self._ready.append(Message(topic, body, gap=gap) if gap else msg)
+        if gap:
+            msg.gap = gap
+        self._ready.append(msg)
 
-    def _on_heartbeat(self, body: dict[str, Any]) -> None:
-        session = body.get("session")
+    def _on_heartbeat(self, msg: Message) -> None:
+        data = msg.data
+        if isinstance(data, P.Heartbeat):
+            session: str | None = data.session
+            last: Any = data.last
+        else:  # unchecked: the body as it came
+            session, last = msg.body.get("session"), msg.body.get("last")
         if self.session is not None and session != self.session:
             log.warning("publisher at %s restarted (new session)", self.endpoint)
             self.stats.restarts += 1
@@ -324,7 +317,6 @@ class Subscriber:
             self._floor.clear()
             self._need_join = bool(self.snapshot)
         self.session = session
-        last = body.get("last")
         if not isinstance(last, dict):
             return
         for topic, n in last.items():
@@ -349,14 +341,15 @@ class Subscriber:
         waiter = self._waiter
         assert waiter is not None
         pending: list[list[bytes]] = []
-        heartbeat: dict[str, Any] | None = None
+        heartbeat: P.Heartbeat | None = None
 
         def hold(frames: list[bytes]) -> None:
             nonlocal heartbeat
             pending.append(frames)
             if heartbeat is None and len(frames) == 2 and frames[0] == b"heartbeat":
-                with contextlib.suppress(ValueError):
-                    heartbeat = P.loads(frames[1])
+                with contextlib.suppress(ProtocolError):
+                    hb = P.parse_body(frames[1], P.HEARTBEAT)
+                    heartbeat = hb if isinstance(hb, P.Heartbeat) else None
 
         while heartbeat is None:
             left = self._last_rx + self.heartbeat_timeout - time.monotonic()
@@ -371,8 +364,8 @@ class Subscriber:
                     assert waiter is not None
                     pending.clear()
         where = self.snapshot if isinstance(self.snapshot, str) else None
-        if where is None and isinstance(heartbeat, dict) and heartbeat.get("snapshot"):
-            where = reachable(str(heartbeat["snapshot"]), self.endpoint)
+        if where is None and heartbeat is not None and heartbeat.snapshot:
+            where = reachable(str(heartbeat.snapshot), self.endpoint)
         if where:
             await self._take_snapshot(where)
         for frames in pending:
@@ -406,9 +399,9 @@ class Subscriber:
             self._invalid("snapshot", str(e))
             return
         self.stats.snapshots += 1
-        same = meta.get("session") == self.session
-        self.session = meta.get("session", self.session)
-        for topic, n in meta["seq"].items():
+        same = meta.session == self.session
+        self.session = meta.session
+        for topic, n in meta.seq.items():
             self._floor[topic] = n
             self._expect[topic] = n + 1
             prev = self._before.get(topic)
