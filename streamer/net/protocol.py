@@ -628,4 +628,5 @@ __all__ = [
     "snapshot_reply",
     "snapshot_request",
     "topic",
+    "write_schemas",
 ]
