@@ -6,7 +6,9 @@ Side by side in one run:
 
 1. **Raw ceiling.** One process publishes regime-like JSON messages as fast as it
    can to a SUB in another process: with `json.dumps` per message and
-   `json.loads` on receipt, and pre-encoded (no JSON work at all).
+   `json.loads` on receipt (stdlib JSON), with msgspec on both ends (the
+   protocol's `Regime` Struct encoded, and decoded with validation), and
+   pre-encoded (no JSON work at all).
 2. **The service**, a real `streamer serve --tick-feed IN --pub OUT` subprocess:
    this process produces ticks over ZeroMQ, the service decodes them and
    publishes regimes, a subscriber in a third process receives them.
@@ -17,11 +19,17 @@ Side by side in one run:
    - *sustained*: 50k ticks/s for ``--duration`` seconds; losses counted exactly
      (every tick after the warm-up gives one regime message; `seq` gaps too).
 
+3. **Replay**: `streamer replay --ticks CSV --speed 0 --refit-every 0 --pub EP` to
+   the same plain stdlib-JSON subscriber, messages per second after the warm-up.
+4. **Encoding**: encode + validate one regime message, decode + validate one tick
+   (the protocol's msgspec Structs), best of several timed loops.
+
 Each phase uses its own symbol, so the service warms each one up (fit on the
 first ``--warmup`` ticks) before the measured ticks start. Refits are off
 (``--refit-every 0``): a refit costs a fit every N ticks, which at 50k ticks/s
 is a workload of its own, not a property of the transport.
-Targets (issue 5): flat-out rate >= 0.7 x raw JSON; zero loss at 50k/s; p99 <= 2 ms at 10k/s.
+Targets (issue 15): flat out and replay >= 1.0x raw stdlib JSON and >= 0.6x raw msgspec;
+p99 <= 1 ms at 10k/s; zero loss at 50k/s for 60 s; <= 1 us per regime encode and tick decode.
 Also shown: the largest gap between heartbeats at the subscriber over the whole run (the
 protocol promises at least one a second; a timing figure, so measured here, not in a test).
 """
@@ -41,6 +49,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import zmq
 
@@ -78,7 +87,14 @@ def pct(x: list[float] | np.ndarray, q: float) -> float:
 # -- 1. raw ceiling -----------------------------------------------------------------------------
 
 
-def _raw_sub(endpoint: str, n: int, decode: bool, q: Any) -> None:
+def _protocol() -> Any:
+    sys.path.insert(0, str(ROOT))
+    from streamer.net import protocol
+
+    return protocol
+
+
+def _raw_sub(endpoint: str, n: int, mode: str, q: Any) -> None:
     ctx = zmq.Context()
     s = ctx.socket(zmq.SUB)
     s.rcvhwm = 0
@@ -87,7 +103,8 @@ def _raw_sub(endpoint: str, n: int, decode: bool, q: Any) -> None:
     s.connect(endpoint)
     q.put("ready")
     recv = RAW_RECV.__get__(s)
-    loads = json.loads
+    loads = json.loads if mode == "json" else msgspec.json.Decoder(_protocol().Regime).decode
+    decode = mode != "pre"
     got = 0
     t0 = 0.0
     while got < n:
@@ -103,7 +120,7 @@ def _raw_sub(endpoint: str, n: int, decode: bool, q: Any) -> None:
     ctx.term()
 
 
-def raw(n: int, encode: bool) -> float:
+def raw(n: int, mode: str) -> float:
     """Messages per second PUB -> SUB across processes (blocking sends: nothing lost)."""
     ctx = zmq.Context()
     p = ctx.socket(zmq.XPUB)
@@ -112,7 +129,7 @@ def raw(n: int, encode: bool) -> float:
     port = p.bind_to_random_port("tcp://127.0.0.1")
     q: Any = mp.get_context("spawn").Queue()
     proc = mp.get_context("spawn").Process(
-        target=_raw_sub, args=(f"tcp://127.0.0.1:{port}", n, encode, q)
+        target=_raw_sub, args=(f"tcp://127.0.0.1:{port}", n, mode, q)
     )
     proc.start()
     q.get()
@@ -120,11 +137,16 @@ def raw(n: int, encode: bool) -> float:
     pre = json.dumps(BODY).encode()
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     body = dict(BODY)
+    msg = _protocol().Regime(**BODY)
+    enc = msgspec.json.Encoder().encode
     send = RAW_SEND.__get__(p)
     for i in range(n):
-        if encode:
+        if mode == "json":
             body["seq"] = i
             b = dumps(body).encode()
+        elif mode == "msgspec":
+            msg.seq = i
+            b = enc(msg)
         else:
             b = pre
         send(b"regime.BTC-USD", zmq.SNDMORE)
@@ -160,8 +182,11 @@ def summary(st: dict[str, Any], start: int) -> dict[str, Any]:
     }
 
 
-def _sub_main(endpoint: str, conn: Any) -> None:
-    """Receive regimes; per symbol: count, seq gaps, first/last receipt, latencies."""
+def _sub_main(endpoint: str, conn: Any, mode: str = "json") -> None:
+    """Receive regimes; per symbol: count, seq gaps, first/last receipt, latencies.
+
+    `mode` "json": a plain subscriber with stdlib JSON; "msgspec": the protocol's
+    `Regime` Struct, decoded with validation."""
     ctx = zmq.Context()
     s = ctx.socket(zmq.SUB)
     s.rcvhwm = 0
@@ -173,6 +198,13 @@ def _sub_main(endpoint: str, conn: Any) -> None:
     poller.register(s, zmq.POLLIN)
     stats: dict[str, dict[str, Any]] = {}
     loads = json.loads
+    if mode == "msgspec":
+        typed = msgspec.json.Decoder(_protocol().Regime).decode
+
+        def loads(b: bytes) -> Any:
+            m = typed(b)
+            return {"symbol": m.symbol, "seq": m.seq, "t": m.t, "ts": m.ts}
+
     recv = RAW_RECV.__get__(s)
     # it keeps millions of receipt times: a full collection would walk them all, mid-measurement
     gc.freeze()
@@ -227,7 +259,7 @@ def _sub_main(endpoint: str, conn: Any) -> None:
 class Service:
     """`streamer serve` in a subprocess, a subscriber process, and a producer socket here."""
 
-    def __init__(self, warmup: int) -> None:
+    def __init__(self, warmup: int, mode: str = "json") -> None:
         self.warmup = warmup
         pin, pout = free_port(), free_port()
         while pout + 1 in (pin,):
@@ -243,7 +275,7 @@ class Service:
             env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.conn, child = mp.get_context("spawn").Pipe()
-        self.sub = mp.get_context("spawn").Process(target=_sub_main, args=(self.pub, child))
+        self.sub = mp.get_context("spawn").Process(target=_sub_main, args=(self.pub, child, mode))
         self.sub.start()
         assert self.conn.recv() == "ready"
         self.ctx = zmq.Context()
@@ -341,6 +373,69 @@ class Service:
         return self.proc.returncode, took, err
 
 
+def replay(n: int, warmup: int, folder: Path, mode: str = "json") -> dict[str, Any]:
+    """`streamer replay --ticks CSV --speed 0 --pub EP` to a subscriber (`_sub_main`)."""
+    csv = folder / "REPLAY.csv"
+    prices = prices_for(n + warmup, 4)
+    with csv.open("w") as f:
+        f.write("time,price\n")
+        f.writelines(f"{1.6e9 + i * 1e-3!r},{p!r}\n" for i, p in enumerate(prices.tolist()))
+    pub = f"tcp://127.0.0.1:{free_port()}"
+    conn, child = mp.get_context("spawn").Pipe()
+    sub = mp.get_context("spawn").Process(target=_sub_main, args=(pub, child, mode))
+    sub.start()
+    assert conn.recv() == "ready"
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamer", "replay", "--ticks", str(csv), "--speed", "0",
+         "--refit-every", "0", "--warmup", str(warmup), "--pub", pub, "--wait-subscribers", "1",
+         "--wait-timeout", "60", "--metrics-interval", "0"],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode:
+        raise SystemExit(f"replay failed: {proc.stderr[-2000:]}")
+    want = n + warmup - 1  # every tick but the first gives a regime
+    last, since = -1, time.monotonic()
+    while time.monotonic() - since < 3.0:
+        conn.send(("REPLAY", 1 << 62))
+        got = (conn.recv() or {"n": 0})["n"]
+        if got >= want:
+            break
+        if got != last:
+            last, since = got, time.monotonic()
+        time.sleep(0.05)
+    conn.send(("REPLAY", warmup - 1))  # from the first decode after the warm-up's backlog
+    st: dict[str, Any] = conn.recv() or {"n": 0, "rate": float("nan"), "gaps": 0}
+    conn.send("quit")
+    sub.join(10)
+    st["lost"] = want - st["n"]
+    return st
+
+
+def micro() -> dict[str, float]:
+    """Microseconds per call, best of several loops: the protocol's Structs on one message."""
+    P = _protocol()
+    from streamer.messages import RegimeDecode
+
+    msg = P.Regime(**BODY)
+    d = RegimeDecode("BTC-USD", BODY["t"], BODY["price"], 1, "normal",
+                     (0.0220691, 0.6905732, 0.2873577), False, 0, 1700000000.0)  # fmt: skip
+    tick = P.encode_tick("BTC-USD", 1700000000.25, 42123.5)[1]
+    ticks = [P.encode_tick("BTC-USD", 1700000000.25 + i, 42123.5)[1] for i in range(200)]
+
+    def best(f: Any, n: int = 100_000, per: int = 1) -> float:
+        import timeit
+
+        return min(timeit.repeat(f, number=n, repeat=7)) / n / per * 1e6
+
+    return {
+        "regime_encode_validate_us": best(lambda: P.encode(msg)),
+        "regime_tick_path_us": best(lambda: P.encode_regime(d, 5, 1700000000.5)),
+        "tick_decode_validate_us": best(lambda: P.parse_tick(tick)),
+        "tick_batch_decode_us": best(lambda: P.parse_ticks(ticks), 1000, len(ticks)),
+    }
+
+
 def prices_for(n: int, seed: int) -> np.ndarray:
     """A regime-switching price path (cycled log-returns of a simulated series)."""
     sys.path.insert(0, str(ROOT))
@@ -367,11 +462,21 @@ def main() -> int:
         a.duration, a.latency_seconds, a.flat = 5.0, 3.0, 60_000
     out: dict[str, Any] = {"cpus": os.cpu_count()}
 
+    load0 = os.getloadavg()
+    print(f"load average {load0[0]:.1f} (1 min), {load0[1]:.1f} (5 min); {os.cpu_count()} CPUs")
     print(f"raw pyzmq PUB->SUB, {a.flat:,} messages of {len(json.dumps(BODY))} bytes", flush=True)
-    out["raw_json"] = raw(a.flat, True)
-    out["raw_pre"] = raw(a.flat, False)
-    print(f"  JSON encode+decode  {out['raw_json']:>10,.0f} msgs/s")
-    print(f"  pre-encoded         {out['raw_pre']:>10,.0f} msgs/s", flush=True)
+    out["raw_json"] = raw(a.flat, "json")
+    out["raw_msgspec"] = raw(a.flat, "msgspec")
+    out["raw_pre"] = raw(a.flat, "pre")
+    print(f"  stdlib JSON encode+decode  {out['raw_json']:>10,.0f} msgs/s")
+    print(f"  msgspec encode+decode      {out['raw_msgspec']:>10,.0f} msgs/s")
+    print(f"  pre-encoded                {out['raw_pre']:>10,.0f} msgs/s", flush=True)
+
+    def vs(rate: float) -> str:
+        return (
+            f"{rate / out['raw_json']:.2f}x raw stdlib JSON, "
+            f"{rate / out['raw_msgspec']:.2f}x raw msgspec"
+        )
 
     svc = Service(a.warmup)
     try:
@@ -379,9 +484,8 @@ def main() -> int:
         st = svc.phase("FLAT", prices_for(a.flat + a.warmup, 1), None)
         out["flat"] = {k: st[k] for k in ("rate", "lost", "gaps")}
         print(
-            f"  flat out            {st['rate']:>10,.0f} msgs/s  "
-            f"({st['rate'] / out['raw_json']:.2f}x raw JSON), lost {st['lost']}, "
-            f"seq gaps {st['gaps']}",
+            f"  flat out            {st['rate']:>10,.0f} msgs/s  ({vs(st['rate'])}), "
+            f"lost {st['lost']}, seq gaps {st['gaps']}",
             flush=True,
         )
 
@@ -421,17 +525,58 @@ def main() -> int:
     print(f"  SIGTERM: exit {rc} in {took:.2f} s")
     if rc != 0:
         print(err[-2000:], file=sys.stderr)
-    ok_rate = out["flat"]["rate"] >= 0.7 * out["raw_json"]
-    ok_loss = out["sustained"]["lost"] == 0 and out["sustained"]["gaps"] == 0
-    ok_lat = out["latency"]["p99_ms"] <= 2.0
+
+    # the same paths to a subscriber that decodes with msgspec, as the raw msgspec one does
+    svc = Service(a.warmup, "msgspec")
+    try:
+        st = svc.phase("FLAT", prices_for(a.flat + a.warmup, 1), None)
+        out["flat_msgspec"] = {k: st[k] for k in ("rate", "lost", "gaps")}
+        print(
+            f"  flat out, msgspec subscriber {st['rate']:>10,.0f} msgs/s  ({vs(st['rate'])}), "
+            f"lost {st['lost']}",
+            flush=True,
+        )
+    finally:
+        svc.close()
+
+    import tempfile
+
+    for mode, name in (("json", "stdlib-JSON"), ("msgspec", "msgspec")):
+        with tempfile.TemporaryDirectory() as tmp:
+            st = replay(a.flat, a.warmup, Path(tmp), mode)
+        out["replay" if mode == "json" else "replay_msgspec"] = {
+            k: st[k] for k in ("rate", "lost", "gaps")
+        }
+        print(
+            f"replay --ticks --speed 0 --pub, to a {name} subscriber: {st['rate']:,.0f} msgs/s "
+            f"({vs(st['rate'])}), lost {st['lost']}, seq gaps {st['gaps']}",
+            flush=True,
+        )
+    m = out["micro"] = micro()
     print(
-        f"targets: rate >= 0.7x raw JSON {'OK' if ok_rate else 'MISSED'}; "
-        f"zero loss at {a.rate:,.0f}/s {'OK' if ok_loss else 'MISSED'}; "
-        f"p99 <= 2 ms at {a.latency_rate:,.0f}/s {'OK' if ok_lat else 'MISSED'}"
+        f"one message: regime encode+validate {m['regime_encode_validate_us']:.2f} us "
+        f"(tick path's encode {m['regime_tick_path_us']:.2f} us), tick decode+validate "
+        f"{m['tick_decode_validate_us']:.2f} us ({m['tick_batch_decode_us']:.2f} us in batches)"
     )
+    load1 = os.getloadavg()
+    print(f"load average at the end {load1[0]:.1f} (1 min), {load1[1]:.1f} (5 min)")
+
+    raw_json, raw_ms = out["raw_json"], out["raw_msgspec"]
+    checks = {
+        "flat out >= 1.0x stdlib JSON": out["flat"]["rate"] >= raw_json,
+        "flat out >= 0.6x msgspec": out["flat_msgspec"]["rate"] >= 0.6 * raw_ms,
+        "replay >= 1.0x stdlib JSON": out["replay"]["rate"] >= raw_json,
+        "replay >= 0.6x msgspec": out["replay_msgspec"]["rate"] >= 0.6 * raw_ms,
+        f"p99 <= 1 ms at {a.latency_rate:,.0f}/s": out["latency"]["p99_ms"] <= 1.0,
+        f"zero loss at {a.rate:,.0f}/s": out["sustained"]["lost"] == 0
+        and out["sustained"]["gaps"] == 0,
+        "regime encode+validate <= 1 us": m["regime_encode_validate_us"] <= 1.0,
+        "tick decode+validate <= 1 us": m["tick_decode_validate_us"] <= 1.0,
+    }
+    print("targets: " + "; ".join(f"{k} {'OK' if v else 'MISSED'}" for k, v in checks.items()))
     if a.json:
         print(json.dumps(out, default=float))
-    return 0 if ok_rate and ok_loss and ok_lat else 1
+    return 0 if all(checks.values()) else 1
 
 
 if __name__ == "__main__":

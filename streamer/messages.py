@@ -9,9 +9,10 @@ envelope fields (`v`, `seq`, `ts`) that the publisher adds.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
+import msgspec
 import numpy as np
 
 
@@ -90,8 +91,7 @@ class Tick:
     price: float
 
 
-@dataclass(slots=True)  # not frozen: a frozen init costs 2 us, a third of the tick path
-class RegimeDecode:
+class RegimeDecode(msgspec.Struct):  # one per tick: a Struct is made ~4x faster than a dataclass
     """The online regime decode after one tick, ready to publish on topic `regime`.
 
     `state` and `regime` are the published decision (it moves only when the filter
@@ -108,9 +108,9 @@ class RegimeDecode:
     changed: bool  # the decided regime differs from the previous tick's
     smoothed_state: int | None = None  # fixed-lag smoothed state for the tick `lag` ticks back
     smoothed_t: float | None = None  # time of that earlier tick
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = {}  # copied per instance by msgspec
 
-    topic = "regime"
+    topic: ClassVar[str] = "regime"
 
     def to_wire(self) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -74,6 +74,21 @@ class _Counting:
         return self.sink.publish_many(msgs)
 
 
+class _Replayed:
+    """The CSV replay's view of `_Counting`: its batches of decodes counted too (the tick
+    feed's are counted by the feed)."""
+
+    def __init__(self, counting: _Counting) -> None:
+        self.counting = counting
+
+    def publish(self, msg: Message, delay: float | None = None) -> object:
+        return self.counting.publish(msg, delay)
+
+    def publish_many(self, msgs: Sequence[RegimeDecode]) -> object:
+        self.counting.decodes.update(m.symbol for m in msgs)
+        return self.counting.sink.publish_many(msgs)
+
+
 def publisher_for(
     config: Config, *, curve: CurveServer | None, context: zmq.Context[Any] | None
 ) -> Publisher:
@@ -277,8 +292,9 @@ class Service:
         from streamer.market.stream import run_ticks
 
         async def ticks() -> None:
+            replayed = _Replayed(sink) if isinstance(sink, _Counting) else sink
             self.tick_result = await run_ticks(
-                self.config.ticks, self.config.tracker, self.speed, sink, on_event=self._status
+                self.config.ticks, self.config.tracker, self.speed, replayed, on_event=self._status
             )
 
         tasks[asyncio.create_task(ticks(), name="ticks")] = "tick replay"

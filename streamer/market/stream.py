@@ -104,14 +104,13 @@ async def run_ticks(
     if not speed >= 0:
         raise ConfigError(f"--speed must be >= 0, not {speed}")
     series = load_tick_files(ticks, config.warmup)
-    send = sink.publish
+    send, send_many = sink.publish, sink.publish_many
 
     async def one(symbol: str, s: TickSeries) -> dict[str, Any]:
         tracker = RegimeTracker(symbol, config, inline=False, on_event=on_event)
         if speed == 0:
             async for batch in decode_arrays(s.times, s.prices, tracker, executor=executor):
-                for d in batch:
-                    send(d)
+                send_many(batch)
         else:
             paced = pace(s.ticks(symbol), speed, clock=clock)
             async for d in decode_stream(paced, tracker, executor=executor):

@@ -272,13 +272,16 @@ def kind_of_type(msg: Body) -> str:
 
 
 def encode_regime(d: RegimeDecode, seq: int, ts: float) -> bytes:
-    """The body of a regime decode as message `seq`, checked (a Struct, no dict on the way).
+    """The body of a regime decode as message `seq` (the tick path: a Struct, no dict).
 
-    Anything unusual (``extra`` fields, a smoothed state without its time) goes
-    through `encode_body`.
+    Valid by construction without a validation round: the fields are typed, the
+    tracker lets through finite ticks only, and the probabilities are checked here.
+    Anything unusual (``extra`` fields, a smoothed state without its time, odd
+    probabilities) goes through `encode_body`, which validates.
     """
     ss, st = d.smoothed_state, d.smoothed_t
-    if d.extra or (ss is not None and st is None):
+    probs = [round(p, 6) for p in d.probs]
+    if d.extra or (ss is not None and st is None) or not (0.99 < sum(probs) < 1.01):
         return encode_body(REGIME, seq, ts, d.to_wire())
     m = Regime(
         v=VERSION,
@@ -289,13 +292,13 @@ def encode_regime(d: RegimeDecode, seq: int, ts: float) -> bytes:
         price=d.price,
         state=d.state,
         regime=d.regime,
-        probs=[round(p, 6) for p in d.probs],
+        probs=probs,
         changed=d.changed,
     )
     if ss is not None and st is not None:
         m.smoothed_state = ss
         m.smoothed_t = st
-    return encode(m)
+    return _encode(m)
 
 
 def problem(kind: str, body: Any) -> str | None:
