@@ -53,9 +53,12 @@ class FeatureConfig:
     # End trimming: frames outside the span louder than both `trim_db` below the peak and
     # `trim_floor_db` above the noise floor (10th percentile) are dropped, keeping
     # `trim_pad` seconds each side. A recording padded with silence then gives the same
-    # features as the segmenter's cut of the same word. 0 turns it off.
+    # features as the segmenter's cut of the same word. 0 turns it off. Frames within
+    # `trim_keep_db` of the peak are always speech: a recording cut tight around its word
+    # has no silence, so its 10th percentile is speech, not noise floor.
     trim_db: float = 30.0
     trim_floor_db: float = 12.0
+    trim_keep_db: float = 20.0
     trim_pad: float = 0.05
     # Vocal-tract-length normalisation: warp factors of the frequency axis tried per
     # utterance; the bank keeps the one its background model finds most likely. Empty: off.
@@ -153,7 +156,9 @@ def _power(x: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 def _speech_span(energy: np.ndarray, cfg: FeatureConfig) -> slice:
     """The frames from the first to the last loud one, padded; at least min_frames."""
     e = 10 * np.log10(energy + 1e-12)
-    level = max(float(e.max()) - cfg.trim_db, float(np.percentile(e, 10)) + cfg.trim_floor_db)
+    peak = float(e.max())
+    level = max(peak - cfg.trim_db, float(np.percentile(e, 10)) + cfg.trim_floor_db)
+    level = min(level, peak - cfg.trim_keep_db)
     loud = np.flatnonzero(e > level)
     if loud.size == 0:
         return slice(0, e.size)

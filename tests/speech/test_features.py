@@ -113,6 +113,16 @@ def test_trimming_drops_padding_but_keeps_the_word(rng: np.random.Generator) -> 
     assert mfcc(padded, FeatureConfig(trim_db=0.0)).shape[0] > 120  # all 1.3 s
 
 
+def test_trimming_keeps_a_word_cut_tight() -> None:
+    """A recording with no silence around its word: its quietest tenth is speech 10-18 dB
+    below the peak, not noise, and trimming must not cut the word down to its loudest part."""
+    t = np.arange(3200) / 8000
+    env = np.where(t < 0.03, 1.0, 0.2 + 0.1 * np.sin(2 * np.pi * 3 * t))  # a burst, then a vowel
+    word = (env * np.sin(2 * np.pi * 700 * t)).astype(np.float32)
+    full = mfcc(word, FeatureConfig(trim_db=0.0)).shape[0]
+    assert mfcc(word, FeatureConfig()).shape[0] >= 0.9 * full
+
+
 def test_vtln_warp_moves_formants_the_right_way() -> None:
     """alpha > 1 pulls filter edges down: a tone excites a higher filter than unwarped."""
     from streamer.speech.features import warped_filterbank
