@@ -22,6 +22,7 @@ from streamer.audio.wav import load_audio, resample
 from streamer.commands.options import add_mic_arguments, mic_from_args
 from streamer.errors import ConfigError, DataError, StreamerError
 from streamer.paths import default_bank_path
+from streamer.progress import Progress
 from streamer.speech.adapt import Takes, adapt_bank
 from streamer.speech.bank import WordBank
 from streamer.speech.enroll import record_utterances
@@ -108,7 +109,10 @@ def run(args: argparse.Namespace) -> int:
         failed += 1
         print(f"streamer {NAME}: error: {where}: left out: {why}", file=sys.stderr)
 
-    new, report = adapt_bank(bank, takes, tau=args.tau, on_refused=refused)
+    with Progress(len(takes) + 1, "adapting") as bar:
+        new, report = adapt_bank(
+            bank, takes, tau=args.tau, on_refused=refused, progress=bar.advance
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     new.save(out)

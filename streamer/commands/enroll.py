@@ -27,8 +27,9 @@ from streamer.commands.options import add_mic_arguments, mic_from_args
 from streamer.errors import ConfigError, StreamerError
 from streamer.messages import Utterance
 from streamer.paths import default_bank_path
+from streamer.progress import Progress
 from streamer.speech.bank import WordBank
-from streamer.speech.enroll import check_word, enroll_word, record_utterances
+from streamer.speech.enroll import ENROLL_STEPS, check_word, enroll_word, record_utterances
 
 NAME = "enroll"
 HELP = "add a word to a bank (or retrain one) from microphone takes or WAV files"
@@ -126,7 +127,10 @@ def run(args: argparse.Namespace) -> int:
             for i, x in enumerate(examples):
                 write_wav(out / f"{word}_{i + 1:02d}.wav", x, rate)
     _say(f"training {word!r} on {len(examples)} example(s) and the bank's synthetic voices")
-    new, report = enroll_word(bank, word, examples, rate=rate, seed=args.seed)
+    with Progress(ENROLL_STEPS, "enrolling") as bar:
+        new, report = enroll_word(
+            bank, word, examples, rate=rate, seed=args.seed, progress=bar.advance
+        )
     bank_path.parent.mkdir(parents=True, exist_ok=True)
     new.save(bank_path)
     _say(

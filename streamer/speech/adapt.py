@@ -131,9 +131,12 @@ def adapt_bank(
     takes: Takes,
     tau: float = 10.0,
     on_refused: Callable[[str, str], None] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[WordBank, AdaptReport]:
     """A copy of `bank` adapted to the speaker of `takes`; DataError for an unknown word
-    or when no take is usable."""
+    or when no take is usable. `progress` hears of each step as it ends: the speaker
+    warp, then each word of `takes` (``len(takes) + 1`` steps)."""
+    step = progress or (lambda note: None)
     unknown = sorted(set(takes) - set(bank.labels))
     if unknown:
         raise DataError(
@@ -154,6 +157,7 @@ def adapt_bank(
     if not good:
         raise DataError("no usable take to adapt on")
     warp = speaker_warp(bank, [x for xs in good.values() for x in xs])
+    step("speaker warp")
     features = bank.features if warp is None else replace(bank.features, vtln=(warp,))
     fixed = WordBank(
         bank.labels, bank.models, bank.ubm, features, bank.hmm_config, bank.calibration, bank.info
@@ -167,6 +171,10 @@ def adapt_bank(
             stats.append((f, _state_posteriors(fixed, i, f)[1]))
         models[i] = map_means(models[i], stats, tau)
         report.used[label] = len(xs)
+        step(label)
+    for label in takes:
+        if label not in good:
+            step(f"{label} (no usable take)")
     report.warp = warp
     info = dict(bank.info or {})
     info["adapted"] = {"takes": report.used, "tau": tau, "warp": warp}

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 _WORD = re.compile(r"^[a-z0-9][a-z0-9_'-]{0,39}$")
 
 __all__ = [
+    "ENROLL_STEPS",
     "BankWatcher",
     "EnrollReport",
     "check_word",
@@ -119,6 +120,9 @@ class EnrollReport:
     labels: tuple[str, ...]
 
 
+ENROLL_STEPS = 4  # what `enroll_word` reports to `progress`: takes, voices, features, fit
+
+
 def enroll_word(
     bank: WordBank,
     word: str,
@@ -127,12 +131,15 @@ def enroll_word(
     rate: int | None = None,
     voices: Sequence[Voice] | None = None,
     seed: int = 0,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[WordBank, EnrollReport]:
     """A new bank with `word` trained on `examples` (float audio at `rate`, default the bank's).
 
     The examples are checked one by one first (AudioError naming the take);
     with no examples at all the word is learnt from the synthetic voices alone.
+    `progress` hears of each of the `ENROLL_STEPS` steps as it ends.
     """
+    step = progress or (lambda note: None)
     t0 = time.monotonic()
     word = check_word(word)
     cfg = recipe_for(bank)
@@ -144,8 +151,10 @@ def enroll_word(
             x = resample(x, rate, brate)
         bank.featurize(x, where=f"{word} example {i + 1}")  # AudioError if unusable
         xs.append(x)
+    step("takes checked")
     voices = training_voices(bank) if voices is None else tuple(voices)
     synth = _synth_examples(word, voices, brate) if voices else []
+    step("synthetic voices")
     if not xs and not synth:
         raise DataError(f"{word}: no examples and no synthetic voices to learn it from")
     rng = np.random.default_rng([cfg.seed, zlib.crc32(word.encode())])
@@ -155,7 +164,9 @@ def enroll_word(
     seqs = [f for g in groups for f in group_features(g, bank.features, reference)]
     if not seqs:
         raise DataError(f"{word}: no usable training examples")
+    step("features")
     model, _ = fit_word(seqs, bank.hmm_config, cfg.hmm.seed * 1000 + zlib.crc32(word.encode()))
+    step("fitted")
     logs = np.log([s.shape[0] for s in seqs])
     action = "retrained" if word in bank.labels else "added"
     info = dict(bank.info or {})
