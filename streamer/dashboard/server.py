@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(str(resources.files("streamer.dashboard") / "static"))
 IDLE_FRAME = 0.5  # seconds: with nothing new, a browser still gets the health this often
+# Kernel send buffer per browser: a few seconds of frames. Small and fixed (no autotuning up to
+# megabytes), so a tab that stops reading fills it soon and its stall is seen and bounded.
+SEND_BUFFER = 256 * 1024
+YIELD_EVERY = 256  # messages taken in between turns of the other tasks (the browsers, HTTP)
 
 # The page loads nothing from elsewhere; the policy makes the browser refuse it if it tried.
 _CSP = (
@@ -146,10 +150,10 @@ class DashboardServer:
                 f"dashboard: cannot listen on {self.host}:{self.port}: {e.strerror or e}"
             ) from None
         port = sock.getsockname()[1]
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         self._runner = runner
-        await web.SockSite(runner, sock, shutdown_timeout=1.0).start()
+        await web.SockSite(runner, sock).start()
         shown = f"[{self.host}]" if family == socket.AF_INET6 else self.host
         self.url = f"http://{shown}:{port}/"
         self.sub.open()
@@ -179,10 +183,17 @@ class DashboardServer:
 
     async def _subscribe(self) -> None:
         ingest = self.state.ingest
+        n = 0
         async for msg in self.sub:
             ingest(msg.topic, msg.body)
             if msg.topic == P.SPEECH or msg.topic.startswith("speech."):
                 self._wake_all()  # words go out as they come, not on the clock
+            n += 1
+            if n >= YIELD_EVERY:
+                # the subscriber returns without awaiting while input is queued: under a
+                # steady stream the browsers' tasks would never run
+                n = 0
+                await asyncio.sleep(0)
 
     async def _clock(self) -> None:
         """Close the price buckets once a frame period and wake the browsers if anything changed."""
@@ -241,6 +252,9 @@ class DashboardServer:
             self.stats.refused += 1
             raise web.HTTPServiceUnavailable(text="too many dashboard browsers")
         ws = web.WebSocketResponse(heartbeat=None, max_msg_size=4096)
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         await ws.prepare(request)
         client = _Client(ws, request)
         self.clients.add(client)

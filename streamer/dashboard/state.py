@@ -76,6 +76,11 @@ class _Symbol:
     def close(self) -> bool:
         if self.open is None:
             return False
+        if self.points and self.open[0] < self.points[-1][0]:
+            # time went back (a replay started again): a new chart; counting past the history
+            # sends every browser a reset
+            self.points.clear()
+            self.total += self.history
         self.points.append(self.open)
         self.open = None
         self.total += 1
@@ -104,8 +109,6 @@ class Health:
     subscribers: int | None = None
     state: str | None = None  # the service's status (running, draining, ...)
     dropped: int = 0  # messages the publisher reported dropped (metrics)
-    lag: float | None = None  # seconds from publish to here, latest regime decode
-    decode: float | None = None  # seconds from tick time to publish, when tick times are live
 
 
 class DashboardState:
@@ -123,6 +126,7 @@ class DashboardState:
         self.invalid = 0  # messages without the fields the dashboard reads: skipped
         self.received = 0
         self.version = 0  # bumped on anything a browser should see soon
+        self.latest: _Symbol | None = None  # the symbol of the latest regime decode
 
     # -- in -----------------------------------------------------------------------------------
 
@@ -147,29 +151,26 @@ class DashboardState:
 
     def _regime(self, b: dict[str, Any]) -> None:
         sym = b["symbol"]
+        price = float(b["price"])
+        t = float(b["t"])
+        state = int(b["state"])
+        ts = float(b["ts"])
+        probs = b["probs"]
+        if not (math.isfinite(price) and math.isfinite(t)) or type(probs) is not list:
+            raise ValueError("price, t or probs")
         s = self.symbols.get(sym)
         if s is None:
             if type(sym) is not str:
                 raise TypeError("symbol")
             s = self.symbols[sym] = _Symbol(self.history)
-        price = float(b["price"])
-        t = float(b["t"])
-        state = int(b["state"])
-        if not (math.isfinite(price) and math.isfinite(t)):
-            raise ValueError("price")
         s.add(t, price, state)
         s.ticks += 1
-        s.t, s.price, s.state = t, price, state
-        s.ts = ts = float(b["ts"])
-        s.probs = b["probs"]
+        s.t, s.price, s.state, s.ts, s.probs = t, price, state, ts, probs
         regime = b["regime"]
         if regime != s.regime:
             s.regime = str(regime)
             s.names[state] = s.regime
-        h = self.health
-        h.lag = time.time() - ts
-        d = ts - t
-        h.decode = d if 0 <= d < 60 else None
+        self.latest = s
 
     def _speech(self, b: dict[str, Any]) -> None:
         label = b["label"]
@@ -226,6 +227,18 @@ class DashboardState:
         hb = self.health.last_heartbeat
         return hb is not None and now - hb < self.stale_after
 
+    def _lags(self) -> dict[str, float | None]:
+        """Publish to now (how far behind this process is), and tick time to publish (the
+        service's decode lag; only when tick times are live, not a replayed history)."""
+        s = self.latest
+        if s is None:
+            return {"lag_ms": None, "decode_ms": None}
+        d = s.ts - s.t
+        return {
+            "lag_ms": round(1000 * (time.time() - s.ts), 1),
+            "decode_ms": round(1000 * d, 1) if 0 <= d < 60 else None,
+        }
+
     def frame(
         self, cursor: Cursor, now: float, extra: dict[str, Any] | None = None
     ) -> dict[str, Any]:
@@ -260,8 +273,7 @@ class DashboardState:
             "subscribers": h.subscribers,
             "state": h.state,
             "dropped": h.dropped,
-            "lag_ms": None if h.lag is None else round(1000 * h.lag, 1),
-            "decode_ms": None if h.decode is None else round(1000 * h.decode, 1),
+            **self._lags(),
             "invalid": self.invalid,
             **(extra or {}),
         }

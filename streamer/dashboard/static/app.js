@@ -5,6 +5,11 @@
 
 (function () {
   const COLORS = ["#16a34a", "#2563eb", "#d97706", "#dc2626", "#7c3aed", "#0891b2"];
+  // the tracker's regime names (streamer.market.model), calm to wild; others by index
+  const NAMED = {
+    quiet: "#0891b2", calm: "#16a34a", normal: "#2563eb", turbulent: "#d97706", crisis: "#dc2626",
+  };
+  const color = (names, i) => NAMED[names[i]] || COLORS[i % COLORS.length];
   const STALE_MS = 3000; // no frame for this long: the server (or the path to it) is gone
   const MAX_POINTS = 5000;
   const MAX_LAGS = 2000;
@@ -61,8 +66,9 @@
     $("lost").title = `seq gaps seen: ${h.missed}; dropped by the publisher: ${h.dropped}; ` +
       `invalid: ${h.invalid}; reconnects: ${h.reconnects}`;
     $("subscribers").textContent = h.subscribers === null ? "–" : String(h.subscribers);
-    const lag = h.decode_ms !== null ? h.decode_ms : h.lag_ms;
-    $("lag").textContent = lag === null ? "–" : fmt(lag, 0) + " ms";
+    // tick time to publish: meaningful for live ticks only (the server leaves it out otherwise)
+    $("lag").textContent = h.decode_ms === null ? "–" : fmt(h.decode_ms, 0) + " ms";
+    $("lag").title = h.lag_ms === null ? "" : `latest decode published ${fmt(h.lag_ms, 0)} ms ago`;
     $("service-state").textContent = h.state || "–";
     $("browsers").textContent = `${h.browsers} (${h.browsers_dropped} dropped)`;
     for (const w of f.words) addWord(w);
@@ -109,14 +115,15 @@
       el.className = "label" + (lastWord.label === null ? " unknown" : "");
       el.title = nbest(lastWord);
       $("last-confidence").textContent = "confidence " + lastWord.confidence.toFixed(2);
-      $("last-stream").textContent = `${lastWord.stream} #${lastWord.utterance} · ` +
+      $("last-stream").textContent = `${lastWord.stream.split("/").pop()} #${lastWord.utterance} · ` +
         new Date(lastWord.ts * 1000).toLocaleTimeString();
     }
     const root = $("streams");
     root.replaceChildren();
     for (const [name, list] of streams) {
       const h = document.createElement("h3");
-      h.textContent = name;
+      h.textContent = name.split("/").pop(); // a file's stream name is its path
+      h.title = name;
       const table = document.createElement("table");
       for (const w of list.slice().reverse()) {
         const tr = table.insertRow();
@@ -157,7 +164,7 @@
     probs.dataset.testid = "probs-" + name;
     el.append(title, chart, probs);
     $("symbols").append(el);
-    const s = { el, price, regime, chartEl: chart, probs, chart: null, k: 0, points: [], ts: 0 };
+    const s = { el, price, regime, chartEl: chart, probs, chart: null, k: 0, names: "", points: [], ts: 0 };
     symbols.set(name, s);
     return s;
   }
@@ -166,7 +173,7 @@
     if (s.chart) s.chart.destroy();
     const series = [{}];
     names.forEach((n, i) => {
-      series.push({ label: n, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false });
+      series.push({ label: n, stroke: color(names, i), width: 1.5, spanGaps: false });
     });
     const opts = {
       width: Math.max(300, s.chartEl.clientWidth || 600),
@@ -209,10 +216,14 @@
     s.ts = d.ts;
     s.price.textContent = fmt(d.price, 4);
     s.regime.textContent = d.regime;
-    s.regime.style.background = COLORS[d.state % COLORS.length];
+    s.regime.style.background = color(d.names, d.state);
     s.el.dataset.state = String(d.state);
     const names = d.names;
-    if (!s.chart || s.k !== names.length) makeChart(s, names);
+    const key = names.join(",");
+    if (!s.chart || s.names !== key) {
+      s.names = key;
+      makeChart(s, names);
+    }
     else if (d.points && d.points.length) s.chart.setData(chartData(s));
     s.chartEl.dataset.points = String(s.points.length);
     renderProbs(s, names, d.probs);
@@ -227,9 +238,7 @@
         const n = document.createElement("span");
         const bar = document.createElement("span");
         bar.className = "bar";
-        const fill = document.createElement("i");
-        fill.style.background = COLORS[i % COLORS.length];
-        bar.append(fill);
+        bar.append(document.createElement("i"));
         const v = document.createElement("span");
         el.append(n, bar, v);
         s.probs.append(el);
@@ -241,6 +250,7 @@
       el.dataset.prob = String(p);
       el.children[0].textContent = names[i];
       el.children[1].firstChild.style.width = (100 * p).toFixed(1) + "%";
+      el.children[1].firstChild.style.background = color(names, i);
       el.children[2].textContent = p.toFixed(3);
     });
   }
