@@ -108,7 +108,6 @@ class DashboardServer:
         self.sub = Subscriber(
             connect,
             [""],
-            check=False,  # the state reads only the fields it needs and counts what lacks them
             heartbeat_timeout=stale_after,
             curve=curve,
             context=context,
@@ -185,8 +184,9 @@ class DashboardServer:
         ingest = self.state.ingest
         n = 0
         async for msg in self.sub:
-            ingest(msg.topic, msg.body)
-            if msg.topic == P.SPEECH or msg.topic.startswith("speech."):
+            data = msg.data
+            ingest(data)
+            if type(data) is P.Speech:
                 self._wake_all()  # words go out as they come, not on the clock
             n += 1
             if n >= YIELD_EVERY:
@@ -216,6 +216,7 @@ class DashboardServer:
             "browsers": self.stats.browsers,
             "browsers_dropped": self.stats.dropped,
             "reconnects": self.sub.stats.reconnects,
+            "invalid": self.sub.stats.invalid,
         }
 
     # -- HTTP out -------------------------------------------------------------------------------
@@ -238,7 +239,6 @@ class DashboardServer:
                 "dashboard": vars(self.stats),
                 "subscriber": self.sub.stats_dict(),
                 "received": self.state.received,
-                "invalid": self.state.invalid,
                 "connected": self.state.connected(now),
                 "browsers": [
                     {"frames": c.sent, "seconds": round(now - c.since, 3)} for c in self.clients

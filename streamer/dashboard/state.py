@@ -15,7 +15,6 @@ bigger frame later, and the memory used is the history, not the backlog.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -123,94 +122,66 @@ class DashboardState:
         self.recent: deque[tuple[int, dict[str, Any]]] = deque(maxlen=max(64, 4 * words))
         self.word_count = 0
         self.health = Health()
-        self.invalid = 0  # messages without the fields the dashboard reads: skipped
         self.received = 0
         self.version = 0  # bumped on anything a browser should see soon
         self.latest: _Symbol | None = None  # the symbol of the latest regime decode
 
     # -- in -----------------------------------------------------------------------------------
 
-    def ingest(self, topic: str, body: dict[str, Any], now: float | None = None) -> None:
-        """One message off the subscriber; a malformed one is counted and skipped."""
+    def ingest(self, data: P.Body, now: float | None = None) -> None:
+        """One message off the subscriber (typed, checked); other kinds are ignored."""
         self.received += 1
-        kind = P.kind_of(topic)
-        try:
-            if kind == P.REGIME:
-                self._regime(body)
-            elif kind == P.SPEECH:
-                self._speech(body)
-            elif kind == P.HEARTBEAT:
-                self._heartbeat(body, time.monotonic() if now is None else now)
-            elif kind == P.METRICS:
-                self._metrics(body)
-            elif kind == P.STATUS:
-                self.health.state = str(body["state"])
-                self.version += 1
-        except (KeyError, TypeError, ValueError, IndexError):
-            self.invalid += 1
+        if isinstance(data, P.Regime):
+            self._regime(data)
+        elif isinstance(data, P.Speech):
+            self._speech(data)
+        elif isinstance(data, P.Heartbeat):
+            self._heartbeat(data, time.monotonic() if now is None else now)
+        elif isinstance(data, P.Metrics):
+            self.health.dropped = sum(data.dropped.values())
+            self.health.subscribers = data.subscribers
+        elif isinstance(data, P.Status):
+            self.health.state = data.state
+            self.version += 1
 
-    def _regime(self, b: dict[str, Any]) -> None:
-        sym = b["symbol"]
-        price = float(b["price"])
-        t = float(b["t"])
-        state = int(b["state"])
-        ts = float(b["ts"])
-        probs = b["probs"]
-        if not (math.isfinite(price) and math.isfinite(t)) or type(probs) is not list:
-            raise ValueError("price, t or probs")
-        s = self.symbols.get(sym)
+    def _regime(self, b: P.Regime) -> None:
+        s = self.symbols.get(b.symbol)
         if s is None:
-            if type(sym) is not str:
-                raise TypeError("symbol")
-            s = self.symbols[sym] = _Symbol(self.history)
+            s = self.symbols[b.symbol] = _Symbol(self.history)
+        t, price, state = b.t, b.price, b.state
         s.add(t, price, state)
         s.ticks += 1
-        s.t, s.price, s.state, s.ts, s.probs = t, price, state, ts, probs
-        regime = b["regime"]
-        if regime != s.regime:
-            s.regime = str(regime)
-            s.names[state] = s.regime
+        s.t, s.price, s.state, s.ts, s.probs = t, price, state, b.ts, b.probs
+        if b.regime != s.regime:
+            s.regime = b.regime
+            s.names[state] = b.regime
         self.latest = s
 
-    def _speech(self, b: dict[str, Any]) -> None:
-        label = b["label"]
-        stream = str(b["stream"])
+    def _speech(self, b: P.Speech) -> None:
         word: dict[str, Any] = {
-            "stream": stream,
-            "utterance": int(b["utterance"]),
-            "label": None if label is None else str(label),
-            "confidence": float(b["confidence"]),
-            "start": float(b["start"]),
-            "end": float(b["end"]),
-            "nbest": [
-                {"label": str(n["label"]), "loglik": float(n["loglik"])}
-                for n in b.get("nbest", ())[:5]
-            ],
-            "ts": float(b["ts"]),
+            "stream": b.stream,
+            "utterance": b.utterance,
+            "label": b.label,
+            "confidence": b.confidence,
+            "start": b.start,
+            "end": b.end,
+            "nbest": [{"label": n.label, "loglik": n.loglik} for n in b.nbest[:5]],
+            "ts": b.ts,
         }
-        q = self.streams.get(stream)
+        q = self.streams.get(b.stream)
         if q is None:
-            q = self.streams[stream] = deque(maxlen=self.words_kept)
+            q = self.streams[b.stream] = deque(maxlen=self.words_kept)
         q.append(word)
         self.recent.append((self.word_count, word))
         self.word_count += 1
         self.version += 1
 
-    def _heartbeat(self, b: dict[str, Any], now: float) -> None:
+    def _heartbeat(self, b: P.Heartbeat, now: float) -> None:
         h = self.health
         h.last_heartbeat = now
-        h.session = str(b["session"])
-        n = b.get("subscribers")
-        if type(n) is int:
-            h.subscribers = n
-
-    def _metrics(self, b: dict[str, Any]) -> None:
-        dropped = b.get("dropped")
-        if isinstance(dropped, dict):
-            self.health.dropped = sum(v for v in dropped.values() if type(v) is int)
-        n = b.get("subscribers")
-        if type(n) is int:
-            self.health.subscribers = n
+        h.session = b.session
+        if isinstance(b.subscribers, int):
+            h.subscribers = b.subscribers
 
     def close_buckets(self) -> int:
         """Turn every open bucket into a chart point; how many were closed."""
@@ -274,7 +245,6 @@ class DashboardState:
             "state": h.state,
             "dropped": h.dropped,
             **self._lags(),
-            "invalid": self.invalid,
             **(extra or {}),
         }
         return {

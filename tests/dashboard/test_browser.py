@@ -74,9 +74,17 @@ class Rig:
     console: list[str] = field(default_factory=list)
 
 
+def start_dashboard(endpoint: str, http: str = "127.0.0.1:0") -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamer", "dashboard", "--connect", endpoint, "--http", http],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def _dashboard_url(proc: subprocess.Popen[str]) -> str:
     assert proc.stderr is not None
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         if not line:
@@ -98,20 +106,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     # published before the dashboard exists: it must come from the join snapshot
     pub.send("word mic apple 0.91")
     early = pub.send("ticks ETH 40")
-    dash = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamer",
-            "dashboard",
-            "--connect",
-            pub.endpoint,
-            "--http",
-            "127.0.0.1:0",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    dash = start_dashboard(pub.endpoint)
+    r: Rig | None = None
     try:
         url = _dashboard_url(dash)
         with sync_playwright() as p:
@@ -136,6 +132,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             browser.close()
     finally:
         pub.kill()
+        dash = r.dashboard if r is not None else dash
         dash.send_signal(signal.SIGTERM)
         try:
             assert dash.wait(10) == 0, "streamer dashboard did not exit 0 on SIGTERM"
@@ -247,3 +244,17 @@ def test_nothing_left_the_machine_no_console_errors_and_a_screenshot(
     rig.page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+def test_the_page_reconnects_by_itself_and_redraws_from_the_snapshot(rig: Rig) -> None:
+    # last: while the dashboard is down the browser logs its failed WebSocket attempts
+    before = rig.page.evaluate("dashboard.snapshots")
+    port = re.search(r":(\d+)/", rig.url).group(1)  # type: ignore[union-attr]
+    rig.dashboard.send_signal(signal.SIGTERM)
+    assert rig.dashboard.wait(10) == 0
+    wait_text(rig.page, "connection", "stale", timeout=5.0)
+    rig.dashboard = start_dashboard(rig.pub.endpoint, f"127.0.0.1:{port}")
+    wait_text(rig.page, "connection", "connected", timeout=15.0)
+    assert rig.page.evaluate("dashboard.snapshots") == before + 1
+    wait_text(rig.page, "last-word", "cherry")  # the state again, from the new snapshot
+    assert text(rig.page, "regime-BTC") != ""

@@ -26,7 +26,7 @@ from tests.dashboard.test_state import regime
 def _fill(d: DashboardServer, symbols: int, points: int) -> None:
     for i in range(points):
         for k in range(symbols):
-            d.state.ingest(f"regime.S{k}", regime(f"S{k}", float(i), 100.0 + i, i % 2))
+            d.state.ingest(regime(f"S{k}", float(i), 100.0 + i, i % 2))
         d.state.close_buckets()
 
 
@@ -61,7 +61,7 @@ async def test_each_browser_gets_at_most_frame_rate_frames_and_a_stalled_one_is_
             while not stop.is_set():
                 for _ in range(200):
                     i += 1
-                    d.state.ingest("regime.S0", regime("S0", float(i), 100.0))
+                    d.state.ingest(regime("S0", float(i), 100.0))
                 await asyncio.sleep(0.001)
 
         feeder = asyncio.create_task(ticks())

@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from streamer.dashboard.state import Cursor, DashboardState
+from streamer.net import protocol as P
 
 
-def regime(sym: str, t: float, price: float, state: int = 0, seq: int = 0) -> dict[str, Any]:
+def regime(sym: str, t: float, price: float, state: int = 0, seq: int = 0) -> P.Regime:
     names = ("calm", "turbulent")
     probs = [0.9, 0.1] if state == 0 else [0.2, 0.8]
-    return {
-        "v": 1, "seq": seq, "ts": 1.7e9 + t, "symbol": sym, "t": t, "price": price,
-        "state": state, "regime": names[state], "probs": probs, "changed": False,
-    }  # fmt: skip
+    return P.Regime(
+        v=1, seq=seq, ts=1.7e9 + t, symbol=sym, t=t, price=price, state=state,
+        regime=names[state], probs=probs, changed=False,
+    )  # fmt: skip
 
 
-def word(stream: str, i: int, label: str | None, conf: float) -> dict[str, Any]:
-    return {
-        "v": 1, "seq": i, "ts": 1.7e9 + i, "stream": stream, "utterance": i, "label": label,
-        "confidence": conf, "start": 0.5 * i, "end": 0.5 * i + 0.4,
-        "nbest": [{"label": "apple", "loglik": -10.0}],
-    }  # fmt: skip
+def word(stream: str, i: int, label: str | None, conf: float) -> P.Speech:
+    return P.Speech(
+        v=1, seq=i, ts=1.7e9 + i, stream=stream, utterance=i, label=label, confidence=conf,
+        start=0.5 * i, end=0.5 * i + 0.4, nbest=[P.Candidate("apple", -10.0)],
+    )  # fmt: skip
 
 
 def test_a_bucket_keeps_first_min_max_last_and_the_last_regime() -> None:
     s = DashboardState()
     for t, p, k in ((1.0, 10.0, 0), (2.0, 12.0, 0), (3.0, 9.0, 1), (4.0, 11.0, 1)):
-        s.ingest("regime.X", regime("X", t, p, k))
+        s.ingest(regime("X", t, p, k))
     assert s.close_buckets() == 1
     f = s.frame(Cursor(), now=0.0)
     assert f["symbols"]["X"]["points"] == [[4.0, 10.0, 9.0, 12.0, 11.0, 1]]
@@ -41,11 +39,11 @@ def test_frames_carry_only_what_is_new_to_each_browser() -> None:
     s = DashboardState(history=5)
     a, b = Cursor(), Cursor()
     for i in range(3):
-        s.ingest("regime.X", regime("X", float(i), 10.0 + i))
+        s.ingest(regime("X", float(i), 10.0 + i))
         s.close_buckets()
     first = s.frame(a, 0.0)
     assert first["snapshot"] and len(first["symbols"]["X"]["points"]) == 3
-    s.ingest("regime.X", regime("X", 3.0, 13.0))
+    s.ingest(regime("X", 3.0, 13.0))
     s.close_buckets()
     f = s.frame(a, 0.0)
     assert not f["snapshot"] and "reset" not in f["symbols"]["X"]
@@ -53,7 +51,7 @@ def test_frames_carry_only_what_is_new_to_each_browser() -> None:
     assert "points" not in s.frame(a, 0.0)["symbols"]["X"]  # nothing new
     # b joins late: the whole history kept (at most 5 points), flagged as a reset
     for i in range(4, 10):
-        s.ingest("regime.X", regime("X", float(i), 10.0))
+        s.ingest(regime("X", float(i), 10.0))
         s.close_buckets()
     late = s.frame(b, 0.0)
     assert late["symbols"]["X"]["reset"] and len(late["symbols"]["X"]["points"]) == 5
@@ -68,10 +66,10 @@ def test_time_going_back_restarts_the_chart() -> None:
     s = DashboardState()
     c = Cursor()
     for t in (5.0, 6.0):
-        s.ingest("regime.X", regime("X", t, 10.0))
+        s.ingest(regime("X", t, 10.0))
         s.close_buckets()
     s.frame(c, 0.0)
-    s.ingest("regime.X", regime("X", 1.0, 10.0))  # a restarted replay
+    s.ingest(regime("X", 1.0, 10.0))  # a restarted replay
     s.close_buckets()
     f = s.frame(c, 0.0)
     assert f["symbols"]["X"]["reset"] and [p[0] for p in f["symbols"]["X"]["points"]] == [1.0]
@@ -80,10 +78,10 @@ def test_time_going_back_restarts_the_chart() -> None:
 def test_words_per_stream_and_the_unknown_word() -> None:
     s = DashboardState(words=2)
     c = Cursor()
-    s.ingest("speech", word("a", 0, "apple", 0.9))
+    s.ingest(word("a", 0, "apple", 0.9))
     assert [w["label"] for w in s.frame(c, 0.0)["words"]] == ["apple"]
     for i, label in enumerate(("kiwi", None, "fig"), start=1):
-        s.ingest("speech", word("a", i, label, 0.5))
+        s.ingest(word("a", i, label, 0.5))
     f = s.frame(c, 0.0)
     assert [w["label"] for w in f["words"]] == ["kiwi", None, "fig"]  # all new ones, in order
     assert s.frame(c, 0.0)["words"] == []
@@ -93,22 +91,22 @@ def test_words_per_stream_and_the_unknown_word() -> None:
 def test_heartbeats_make_it_connected_until_they_stop() -> None:
     s = DashboardState(stale_after=3.0)
     assert not s.frame(Cursor(), 0.0)["health"]["connected"]
-    s.ingest("heartbeat", {"v": 1, "seq": 0, "ts": 0.0, "session": "s", "subscribers": 2}, 100.0)
+    hb = P.Heartbeat(v=1, seq=0, ts=0.0, session="s", interval=0.5, subscribers=2, last={})
+    s.ingest(hb, 100.0)
     f = s.frame(Cursor(), 102.0)
     assert f["health"]["connected"] and f["health"]["heartbeat_age"] == 2.0
     assert f["health"]["subscribers"] == 2
     assert not s.frame(Cursor(), 103.5)["health"]["connected"]
 
 
-def test_metrics_drops_are_reported_and_bad_messages_counted_and_skipped() -> None:
+def test_metrics_drops_and_the_service_state_are_reported() -> None:
     s = DashboardState()
-    s.ingest("metrics", {"v": 1, "seq": 0, "ts": 0.0, "dropped": {"regime": 3, "speech": 1}})
-    bad = regime("X", 1.0, 10.0)
-    del bad["price"]
-    s.ingest("regime.X", bad)
-    s.ingest("regime.Y", {**regime("Y", 1.0, 10.0), "price": "high"})
-    s.ingest("speech", {"v": 1, "seq": 0, "ts": 0.0})
-    f = s.frame(Cursor(), 0.0)
-    assert f["health"]["dropped"] == 4
-    assert s.invalid == 3
-    assert f["symbols"] == {} and f["words"] == []
+    s.ingest(
+        P.Metrics(
+            v=1, seq=0, ts=0.0, session="s", uptime=1.0, subscribers=3, hwm=10, policy="nodrop",
+            sent={"regime": 9}, dropped={"regime": 3, "speech": 1},
+        )
+    )  # fmt: skip
+    s.ingest(P.Status(v=1, seq=0, ts=0.0, state="draining", session="s"))
+    h = s.frame(Cursor(), 0.0)["health"]
+    assert (h["dropped"], h["subscribers"], h["state"]) == (4, 3, "draining")
