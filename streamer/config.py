@@ -7,10 +7,10 @@ stage's own config class that this tree reuses: `SegmenterConfig`,
 
 The TOML file has one table per part, named as the fields of `Config`
 (``[audio]``, ``[segmenter]``, ``[recognizer]``, ``[ticks]``, ``[tracker]``,
-``[feed]``, ``[publisher]``, ``[security]``, ``[service]``, ``[dashboard]``); keys are the field
-names (``-`` may stand for ``_``). An unknown table or key, or a value of the
-wrong type, is a `ConfigError` naming the key and the table. `streamer config
-show` prints the effective settings in this format; `docs/configuration.md`
+``[feed]``, ``[publisher]``, ``[security]``, ``[service]``, ``[dashboard]``,
+``[state]``); keys are the field names (``-`` may stand for ``_``). An unknown
+table or key, or a value of the wrong type, is a `ConfigError` naming the key and
+the table. `streamer config show` prints the effective settings in this format; `docs/configuration.md`
 lists every key (both are generated from the dataclasses below).
 
 Command-line flags are laid over a file in `streamer.commands.options`, the only
@@ -251,6 +251,22 @@ class DashboardConfig:
 
 
 @dataclass(frozen=True)
+class StateConfig:
+    """Crash-safe state: trackers, filters and per-topic seq checkpointed to a folder."""
+
+    dir: Path | None = None  # folder for the state file; a restart with it resumes (unset: none)
+    checkpoint_every: float = 2.0  # seconds between checkpoints (one more at shutdown)
+    cold_start: bool = False  # ignore a saved state (even a corrupt one) and start afresh
+
+    def __post_init__(self) -> None:
+        _check(
+            math.isfinite(self.checkpoint_every) and self.checkpoint_every > 0,
+            "state.checkpoint_every",
+            f"must be > 0 seconds, not {self.checkpoint_every}",
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything `Service` needs; each part is a table in the TOML file."""
 
@@ -264,6 +280,7 @@ class Config:
     publisher: PublisherConfig = field(default_factory=PublisherConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    state: StateConfig = field(default_factory=StateConfig)
 
     def replace(self, section: str, **changes: Any) -> Config:
         """A copy with some settings of one section changed (and checked again)."""
@@ -472,6 +489,7 @@ __all__ = [
     "RecognizerConfig",
     "SecurityConfig",
     "ServiceConfig",
+    "StateConfig",
     "TicksConfig",
     "WorkerKind",
     "convert",

@@ -40,6 +40,7 @@ import zmq
 from streamer.audio.sources import AudioSource, DeviceEvent, MicSource, WavSource, find_input_device
 from streamer.config import Config
 from streamer.errors import ConfigError, StreamerError
+from streamer.market.decoder import RegimeTracker
 from streamer.messages import Message, RegimeDecode, Sink
 from streamer.net import protocol as P
 from streamer.net.feed import TickFeed
@@ -49,6 +50,7 @@ from streamer.net.sockets import reachable, term_context
 from streamer.paths import default_bank_path
 from streamer.speech.pipeline import StreamStats, run_stream
 from streamer.speech.recognizer import RecognizerFactory, RecognizerPool, bank_factory
+from streamer.state import Checkpointer, Resume
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +92,14 @@ class _Replayed:
 
 
 def publisher_for(
-    config: Config, *, curve: CurveServer | None, context: zmq.Context[Any] | None
+    config: Config,
+    *,
+    curve: CurveServer | None,
+    context: zmq.Context[Any] | None,
+    resume: Resume | None = None,
+    epoch: str | None = None,
 ) -> Publisher:
-    """The publisher the `[publisher]` settings describe."""
+    """The publisher the `[publisher]` settings describe (its seq going on from `resume`)."""
     c = config.publisher
     snapshot: str | bool = c.snapshot if c.snapshot else c.snapshots
     if not c.snapshots:
@@ -107,6 +114,8 @@ def publisher_for(
         curve=curve,
         context=context,
         latency=config.service.latency,
+        epoch=resume.epoch if resume is not None else epoch,
+        seqs=resume.seqs if resume is not None else None,
     )
 
 
@@ -170,6 +179,12 @@ class Service:
         self._signals = 0
         self._reaped: set[asyncio.Task[Any]] = set()
         self._bank_watch: asyncio.Task[None] | None = None
+        self.checkpointer: Checkpointer | None = None
+        if config.state.dir is not None:
+            self.checkpointer = Checkpointer(config.state, config.tracker)
+        self.resume: Resume | None = None
+        self._tick_trackers: dict[str, RegimeTracker] = {}  # CSV replays' (for checkpoints)
+        self._checkpoints: asyncio.Task[None] | None = None
 
     # -- stopping -------------------------------------------------------------------------------
 
@@ -294,7 +309,12 @@ class Service:
         async def ticks() -> None:
             replayed = _Replayed(sink) if isinstance(sink, _Counting) else sink
             self.tick_result = await run_ticks(
-                self.config.ticks, self.config.tracker, self.speed, replayed, on_event=self._status
+                self.config.ticks,
+                self.config.tracker,
+                self.speed,
+                replayed,
+                on_event=self._status,
+                trackers=self._tick_trackers,
             )
 
         tasks[asyncio.create_task(ticks(), name="ticks")] = "tick replay"
@@ -316,6 +336,8 @@ class Service:
             on_event=self._status,
         )
         self.feed.open()
+        if self.resume is not None:
+            self.feed.core.restore(self.resume.trackers.get("feed", {}))
 
     def speech_metrics(self) -> dict[str, Any]:
         """Words out per stream, errors, the pool's counters, audio dropped at capture."""
@@ -365,8 +387,19 @@ class Service:
         curve = curve_for(self.config)
         tasks: dict[asyncio.Task[Any], str] = {}
         pub: Publisher | None = None
+        ck = self.checkpointer
+        if ck is not None:
+            self.resume = ck.load(on_event=self._status)  # StateError: one line, exit 2
+            if self.resume is not None:
+                self._tick_trackers.update(self.resume.trackers.get("ticks", {}))
         if self._given_sink is None:
-            pub = self.publisher = publisher_for(self.config, curve=curve, context=self.context)
+            pub = self.publisher = publisher_for(
+                self.config,
+                curve=curve,
+                context=self.context,
+                resume=self.resume,
+                epoch=ck.epoch if ck is not None else None,
+            )
             pub.sources = (
                 [f"audio:{a}" for a in self.audio]
                 + (["mic"] if self.mic else [])
@@ -380,7 +413,9 @@ class Service:
                     await stack.enter_async_context(pub)
                     pub.add_metrics("speech", self.speech_metrics)
                     pub.add_metrics("ticks", self.ticks_metrics)
-                    pub.status("starting")
+                    if ck is not None:
+                        pub.add_metrics("state", ck.stats)
+                    pub.status("starting", detail=self.resume.describe() if self.resume else None)
                     c = self.config.publisher
                     if not await self._until_stopped(
                         pub.wait_for(c.wait_subscribers, c.wait_timeout)
@@ -398,16 +433,30 @@ class Service:
                     tasks[asyncio.create_task(self._run_feed(self.feed), name="feed")] = "tick feed"
                 if self.tune_gc:
                     _tune_gc()
-                if pub is not None:
-                    pub.status("running")
+                if pub is not None:  # (a resume is said again: `starting` may go unseen)
+                    pub.status("running", detail=self.resume.describe() if self.resume else None)
+                if ck is not None and pub is not None:
+                    self._checkpoints = asyncio.create_task(
+                        self._checkpoint_every(ck, pub), name="checkpoints"
+                    )
                 await self._serve(tasks)
                 if pub is not None:
                     pub.status("draining")
                 await self._drain(tasks)
+                if self._checkpoints is not None:
+                    self._checkpoints.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._checkpoints
                 if pub is not None:
                     pub.publish_metrics()
                     pub.status("stopped")  # last: a client that sees it has everything
+                    if ck is not None and not self._force.is_set():
+                        await self._checkpoint(ck, pub)  # the seqs of everything published
         finally:
+            if self._checkpoints is not None and not self._checkpoints.done():
+                self._checkpoints.cancel()
+            if self.checkpointer is not None:
+                await self.checkpointer.flush()
             if self._bank_watch is not None:
                 self._bank_watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -432,6 +481,22 @@ class Service:
         dash = dashboard_for(self.config, connect=own, context=self.context)
         await stack.enter_async_context(dash)
         print(f"streamer {self.name}: dashboard at {dash.url}", file=sys.stderr, flush=True)
+
+    def _trackers(self) -> dict[str, dict[str, RegimeTracker]]:
+        return {
+            "ticks": self._tick_trackers,
+            "feed": self.feed.core.trackers if self.feed is not None else {},
+        }
+
+    async def _checkpoint(self, ck: Checkpointer, pub: Publisher) -> None:
+        await ck.flush()
+        await ck.save(self._trackers(), pub.next_seqs())
+
+    async def _checkpoint_every(self, ck: Checkpointer, pub: Publisher) -> None:
+        """Write the state every `checkpoint_every` seconds (the first one at once)."""
+        while True:
+            await self._checkpoint(ck, pub)
+            await asyncio.sleep(ck.config.checkpoint_every)
 
     async def _until_stopped(self, coro: Awaitable[None]) -> bool:
         """Run `coro` unless a stop comes first (False then)."""

@@ -124,6 +124,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--connect", "dashboard.connect", "dashboard client", "ENDPOINT"),
     Flag("--curve-secret", "dashboard.curve_secret", "dashboard client", "FILE"),
     Flag("--curve-server", "dashboard.curve_server", "dashboard client", "FILE"),
+    Flag("--state", "state.dir", "service", "DIR"),
+    Flag("--checkpoint-every", "state.checkpoint_every", "service", "S"),
+    Flag("--cold-start", "state.cold_start", "service"),
 )
 
 _GROUP_TITLES = {

@@ -18,7 +18,7 @@ arrays that do not fit is one `StateError` naming the file and the problem.
 
     meta, arrays = tracker_to_plain(tracker)
     tracker = tracker_from_plain(meta, arrays, config)
-    write_state(path, {"AAPL": tracker}, extra={"seq": {...}})
+    write_state(path, {"AAPL": tracker}, extra={"seq": {...}})  # or encode, then write
     state = read_state(path, config)   # state.trackers, state.extra
 """
 
@@ -31,10 +31,10 @@ import os
 import tempfile
 import zipfile
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -251,7 +251,7 @@ def tracker_from_plain(
 
 @dataclass
 class State:
-    """What a state file held: trackers by symbol, and the writer's own JSON."""
+    """What a state file held: trackers by the writer's keys, and the writer's own JSON."""
 
     trackers: dict[str, RegimeTracker] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -265,7 +265,7 @@ def _json_default(o: object) -> Any:
     raise TypeError(f"not JSON-able: {type(o).__name__}")
 
 
-def write_atomic(path: Path, write: Any) -> None:
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(file)`` on a temporary file beside `path`, fsync, rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -288,6 +288,35 @@ def write_atomic(path: Path, write: Any) -> None:
             os.close(dfd)
 
 
+def encode_state(
+    trackers: Mapping[str, RegimeTracker], *, extra: Mapping[str, Any] | None = None
+) -> dict[str, np.ndarray]:
+    """Trackers (under any keys: a symbol, or ``source:symbol``) and `extra` as npz entries.
+
+    Cheap and synchronous: call it where the trackers are consistent with whatever
+    `extra` describes (between two ticks), and write the result anywhere, later.
+    """
+    entries: list[dict[str, Any]] = []
+    arrays: dict[str, np.ndarray] = {}
+    for i, (key, tr) in enumerate(trackers.items()):
+        meta, arr = tracker_to_plain(tr)
+        meta["key"] = key
+        entries.append(meta)
+        arrays.update({f"{i}.{k}": v for k, v in arr.items()})
+    doc = {"format": FORMAT, "version": VERSION, "trackers": entries, "extra": dict(extra or {})}
+    text = json.dumps(doc, default=_json_default, allow_nan=True)
+    arrays[_META] = np.asarray(text)
+    return arrays
+
+
+def write_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> int:
+    """`encode_state`'s entries to `path`, atomically; returns the bytes written."""
+    p = Path(path)
+    # numpy's stub types **kwds as its own keyword `allow_pickle` (bool): entries are arrays
+    write_atomic(p, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
+    return p.stat().st_size
+
+
 def write_state(
     path: str | Path,
     trackers: Mapping[str, RegimeTracker],
@@ -295,19 +324,7 @@ def write_state(
     extra: Mapping[str, Any] | None = None,
 ) -> int:
     """Write trackers and `extra` (JSON-able) atomically to `path`; returns the bytes written."""
-    entries: list[dict[str, Any]] = []
-    arrays: dict[str, np.ndarray] = {}
-    for i, (symbol, tr) in enumerate(trackers.items()):
-        meta, arr = tracker_to_plain(tr)
-        meta["symbol"] = symbol
-        entries.append(meta)
-        arrays.update({f"{i}.{k}": v for k, v in arr.items()})
-    doc = {"format": FORMAT, "version": VERSION, "trackers": entries, "extra": dict(extra or {})}
-    text = json.dumps(doc, default=_json_default, allow_nan=True)
-    arrays[_META] = np.asarray(text)
-    p = Path(path)
-    write_atomic(p, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
-    return p.stat().st_size
+    return write_arrays(path, encode_state(trackers, extra=extra))
 
 
 def read_state(
@@ -340,7 +357,7 @@ def read_state(
                 tr = tracker_from_plain(meta, arr, config, inline=inline, on_event=on_event)
             except StateError as e:
                 raise StateError(f"symbol {meta.get('symbol')!r}: {e}") from None
-            state.trackers[tr.symbol] = tr
+            state.trackers[str(meta.get("key", tr.symbol))] = tr
     except StateError as e:
         raise StateError(f"{p}: {e}") from None
     except FileNotFoundError:
@@ -356,9 +373,11 @@ __all__ = [
     "FORMAT",
     "VERSION",
     "State",
+    "encode_state",
     "read_state",
     "tracker_from_plain",
     "tracker_to_plain",
+    "write_arrays",
     "write_atomic",
     "write_state",
 ]

@@ -836,6 +836,11 @@ class RegimeTracker:
     def model(self) -> RegimeModel | None:
         return None if self.decoder is None else self.decoder.model
 
+    @property
+    def last_t(self) -> float | None:
+        """The time of the last tick taken (later ticks only are accepted)."""
+        return self._last_t
+
     def room(self) -> int:
         """How many more ticks can be pushed before a fit must be installed (or started)."""
         if self.job is not None:

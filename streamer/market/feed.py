@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -155,6 +155,13 @@ class TickDecoder:
                     out.extend(r)
         self._hand_out(symbol, tr)
         return out
+
+    def restore(self, trackers: Mapping[str, RegimeTracker]) -> None:
+        """Take over trackers restored from a checkpoint (their pending fits are handed out)."""
+        for symbol, tr in trackers.items():
+            tr.inline, tr.on_event = False, self.on_event
+            self.trackers[symbol] = tr
+            self._hand_out(symbol, tr)
 
     def _hand_out(self, symbol: str, tr: RegimeTracker) -> None:
         job = tr.job

@@ -14,12 +14,15 @@ flowing. At ``--speed 0`` the decoder's batch path is used (same decodes, faster
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from streamer.errors import ConfigError, StreamerError, TickError
 from streamer.market.decoder import (
@@ -90,12 +93,18 @@ async def run_ticks(
     clock: Clock | None = None,
     executor: Executor | None = None,
     on_event: Callable[[str], None] | None = None,
+    trackers: dict[str, RegimeTracker] | None = None,
 ) -> dict[str, Any]:
     """Replay and decode every file, sending each decode to `sink`; returns the counters.
 
     Counters: ``ticks`` (usable ticks), ``decoded``, ``skipped`` (rows dropped, by
     reason), ``refits``, and ``symbols`` with each symbol's own counters. A change of
     a symbol's regimes at a refit (K, names) is passed to `on_event` as one line.
+
+    `trackers` (by symbol) is where the trackers live, for a checkpoint to read: a
+    tracker already in it (restored from a checkpoint) goes on from its state, and
+    the file's ticks at or before its last tick are skipped (counted as ``resumed``),
+    so a replay killed and started again continues where its state stopped.
     """
     files = list(ticks.files)
     if not files:
@@ -105,9 +114,18 @@ async def run_ticks(
         raise ConfigError(f"--speed must be >= 0, not {speed}")
     series = load_tick_files(ticks, config.warmup)
     send, send_many = sink.publish, sink.publish_many
+    live = trackers if trackers is not None else {}
 
     async def one(symbol: str, s: TickSeries) -> dict[str, Any]:
-        tracker = RegimeTracker(symbol, config, inline=False, on_event=on_event)
+        tracker = live.get(symbol)
+        resumed = 0
+        if tracker is None:
+            tracker = live[symbol] = RegimeTracker(symbol, config, inline=False, on_event=on_event)
+        else:
+            tracker.inline, tracker.on_event = False, on_event
+            if tracker.last_t is not None:
+                resumed = int(np.searchsorted(s.times, tracker.last_t, side="right"))
+                s = dataclasses.replace(s, times=s.times[resumed:], prices=s.prices[resumed:])
         if speed == 0:
             async for batch in decode_arrays(s.times, s.prices, tracker, executor=executor):
                 send_many(batch)
@@ -121,6 +139,7 @@ async def run_ticks(
         st["skipped"] = dict(skipped)
         st["file"] = str(s.path)
         st["columns"] = list(s.columns)
+        st["resumed"] = resumed
         return st
 
     try:

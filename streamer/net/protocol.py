@@ -68,6 +68,13 @@ Version = Annotated[Literal[1], Meta(description="schema version; a consumer rej
 Seq = Annotated[
     int, Meta(ge=0, description="per topic frame, consecutive from 0: a jump is a lost message")
 ]
+EpochId = Annotated[
+    str,
+    Meta(
+        description="the seq numbering: the same across a restart from saved state (seq goes "
+        "on), new when seq restarts from 0"
+    ),
+]
 LastSeqs = Annotated[
     Counts, Meta(description="last seq published per topic frame: a subscriber behind it lost some")
 ]
@@ -129,6 +136,7 @@ class Heartbeat(Envelope, kw_only=True):
     """Publisher liveness, at least once a second; topic `heartbeat`."""
 
     session: Annotated[str, Meta(description="new each time the publisher starts")]
+    epoch: Opt[EpochId] = UNSET
     interval: Annotated[float, Meta(gt=0)]
     uptime: Opt[NonNeg] = UNSET
     subscribers: Opt[NonNegInt] = UNSET
@@ -141,6 +149,7 @@ class Status(Envelope, kw_only=True):
 
     state: State
     session: str
+    epoch: Opt[EpochId] = UNSET
     pid: Opt[int] = UNSET
     version: Opt[str] = UNSET
     pub: Opt[str] = UNSET
@@ -154,6 +163,7 @@ class Metrics(Envelope, kw_only=True):
     """Counters, every few seconds and at shutdown; topic `metrics`."""
 
     session: str
+    epoch: Opt[EpochId] = UNSET
     uptime: NonNeg
     subscribers: NonNegInt
     hwm: NonNegInt
@@ -181,6 +191,7 @@ class SnapshotMeta(Struct, kw_only=True):
     v: Literal[1]
     ts: float
     session: str
+    epoch: Opt[EpochId] = UNSET
     seq: Annotated[
         Counts,
         Meta(description="last seq per topic frame when taken: drop updates at or below it"),
@@ -543,10 +554,21 @@ def parse_snapshot_request(frames: Sequence[bytes]) -> list[str]:
 
 
 def snapshot_reply(
-    session: str, ts: float, seqs: dict[str, int], items: Sequence[tuple[bytes, bytes]]
+    session: str,
+    ts: float,
+    seqs: dict[str, int],
+    items: Sequence[tuple[bytes, bytes]],
+    epoch: str | None = None,
 ) -> list[bytes]:
     """The reply: ``[b"snapshot", meta, topic, body, ...]``, items already encoded."""
-    meta = SnapshotMeta(v=VERSION, ts=ts, session=session, seq=seqs, count=len(items))
+    meta = SnapshotMeta(
+        v=VERSION,
+        ts=ts,
+        session=session,
+        epoch=UNSET if epoch is None else epoch,
+        seq=seqs,
+        count=len(items),
+    )
     frames = [SNAPSHOT, _encode(meta)]
     for t, b in items:
         frames += [t, b]

@@ -43,7 +43,7 @@ import os
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 import zmq
@@ -92,6 +92,8 @@ class Publisher:
         linger: float = 2.0,
         latency: bool = False,
         clock: Callable[[], float] = time.time,
+        epoch: str | None = None,
+        seqs: Mapping[str, int] | None = None,
     ) -> None:
         check_endpoint(endpoint, "--pub")
         if hwm < 0:
@@ -117,6 +119,9 @@ class Publisher:
         self.latency = latency
         self.clock = clock
         self.session = secrets.token_hex(8)
+        # the seq numbering: a restart with saved state keeps it (and `seqs`, the next seq
+        # of every topic), a fresh start gets a new one (see docs/protocol.md)
+        self.epoch = epoch or self.session
         self.sources: list[str] = []
         self.state = "starting"
         self.sent: Counter[str] = Counter()
@@ -129,7 +134,7 @@ class Publisher:
         self._ctx: zmq.Context[Any] | None = context
         self._sock: zmq.Socket[Any] | None = None
         self._router: zmq.Socket[Any] | None = None
-        self._seq: dict[bytes, int] = {}
+        self._seq: dict[bytes, int] = {t.encode(): int(n) for t, n in (seqs or {}).items()}
         self._state: dict[tuple[bytes, str | None], tuple[int, bytes]] = {}
         self._regime_topics: dict[str, bytes] = {}
         self._providers: dict[str, Callable[[], Any]] = {}
@@ -252,6 +257,10 @@ class Publisher:
         seq = self._seq.get(t, 0)
         self._seq[t] = seq + 1
         return seq
+
+    def next_seqs(self) -> dict[str, int]:
+        """The next seq of every topic frame (for a checkpoint: `seqs` on restart)."""
+        return {t.decode(): n for t, n in self._seq.items()}
 
     def publish_body(
         self,
@@ -387,6 +396,7 @@ class Publisher:
                 seq=0,
                 ts=0.0,
                 session=self.session,
+                epoch=self.epoch,
                 interval=self.heartbeat_interval,
                 uptime=round(self.uptime, 3),
                 subscribers=self.subscribers,
@@ -408,6 +418,7 @@ class Publisher:
                 ts=0.0,
                 state=cast(P.State, state),
                 session=self.session,
+                epoch=self.epoch,
                 pid=os.getpid(),
                 version=__version__,
                 pub=self.endpoint,
@@ -425,6 +436,7 @@ class Publisher:
     def metrics(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "session": self.session,
+            "epoch": self.epoch,
             "uptime": round(self.uptime, 3),
             "subscribers": self.subscribers,
             "hwm": self.hwm,
@@ -502,7 +514,9 @@ class Publisher:
             key=lambda x: (x[0], x[1]),
         )
         seqs = {t.decode(): n - 1 for t, n in self._seq.items() if P.matches(t.decode(), prefixes)}
-        return P.snapshot_reply(self.session, self.clock(), seqs, [(t, b) for t, _, b in items])
+        return P.snapshot_reply(
+            self.session, self.clock(), seqs, [(t, b) for t, _, b in items], self.epoch
+        )
 
     async def _serve_snapshots(self) -> None:
         r = self._router
@@ -551,8 +565,9 @@ class Publisher:
                 next_auth = now + 2.0
             # publishing from other tasks can consume the descriptor's wake-up: never sleep long
             timeout = min(next_hb, next_metrics, now + 0.1) - loop.time()
-            if await waiter.wait(timeout):
-                self._read_subscriptions()
+            await waiter.wait(timeout)
+            # read whether or not the wait saw the edge: a send (a heartbeat) can consume it
+            self._read_subscriptions()
 
 
 __all__ = ["Publisher"]

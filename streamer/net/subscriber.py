@@ -17,8 +17,11 @@ it wrong:
   the publisher counts it as a subscriber). Silence longer than
   `heartbeat_timeout` means the publisher is gone: the client reconnects (new
   socket, new snapshot), or with ``reconnect=False`` raises `PublisherGone`. A
-  new `session` in the heartbeats means the publisher restarted: sequences
-  start again and a fresh snapshot is taken.
+  new `session` in the heartbeats means the publisher restarted: with a new
+  `epoch` sequences start again and a fresh snapshot is taken; with the same
+  epoch (a restart from saved state, ``serve --state``) they go on, and a
+  message whose seq was already delivered (decoded again after the last
+  checkpoint) is dropped: exactly once to the application.
 - **Typed, checked messages.** Every body is decoded into its kind's Struct
   (`streamer.net.protocol`: ``msg.data``, e.g. a `Regime`; ``msg.body`` is the same
   as a plain dict); a message that fails is counted and skipped (logged once per
@@ -70,6 +73,8 @@ class SubscriberStats:
     missed: int = 0  # seq numbers never seen
     gaps: int = 0  # times a jump was seen
     restarts: int = 0  # publisher restarts noticed (new session, or seq going back)
+    resumes: int = 0  # ... of those, restarts from saved state (same epoch: seq goes on)
+    repeats: int = 0  # messages with a seq already delivered (after a resume): dropped
     reconnects: int = 0  # after heartbeat silence
     snapshots: int = 0
     snapshot_items: int = 0
@@ -112,6 +117,7 @@ class Subscriber:
         self.batch = batch
         self.stats = SubscriberStats()
         self.session: str | None = None
+        self.epoch: str | None = None
         self.heartbeats_wanted = P.matches(P.HEARTBEAT, self.topics)
         self._own_ctx = context is None
         self._ctx = context
@@ -295,6 +301,11 @@ class Subscriber:
                 self.stats.gaps += 1
                 log.info("%s: %d message(s) lost before seq %d", topic, gap, seq)
             elif seq < exp:
+                if self.epoch is not None and self.epoch != self.session:
+                    # a publisher with saved state numbers backwards only after a resume,
+                    # for ticks decoded again since its last checkpoint: seen already
+                    self.stats.repeats += 1
+                    return
                 self.stats.restarts += 1  # only a restarted publisher numbers backwards
         self._expect[topic] = seq + 1
         if heartbeat and not self.heartbeats_wanted:
@@ -307,16 +318,27 @@ class Subscriber:
         data = msg.data
         if isinstance(data, P.Heartbeat):
             session: str | None = data.session
+            epoch: Any = data.epoch if isinstance(data.epoch, str) else session
             last: Any = data.last
         else:  # unchecked: the body as it came
             session, last = msg.body.get("session"), msg.body.get("last")
+            epoch = msg.body.get("epoch", session)
         if self.session is not None and session != self.session:
-            log.warning("publisher at %s restarted (new session)", self.endpoint)
             self.stats.restarts += 1
-            self._expect.clear()
-            self._floor.clear()
-            self._need_join = bool(self.snapshot)
+            if epoch == self.epoch:
+                log.warning("publisher at %s restarted from saved state", self.endpoint)
+                self.stats.resumes += 1
+                self._floor.clear()
+                for topic, prev in self._before.items():  # kept across a reconnect
+                    self._expect.setdefault(topic, prev)
+                self._before = {}
+            else:
+                log.warning("publisher at %s restarted (new session)", self.endpoint)
+                self._expect.clear()
+                self._floor.clear()
+                self._need_join = bool(self.snapshot)
         self.session = session
+        self.epoch = epoch
         if not isinstance(last, dict):
             return
         for topic, n in last.items():
@@ -399,22 +421,35 @@ class Subscriber:
             self._invalid("snapshot", str(e))
             return
         self.stats.snapshots += 1
-        same = meta.session == self.session
+        old_session, old_epoch = self.session, self.epoch
         self.session = meta.session
+        self.epoch = meta.epoch if isinstance(meta.epoch, str) else meta.session
+        # the same numbering: the same publisher (a reconnect), or one resumed from its state
+        same = old_epoch is not None and self.epoch == old_epoch
+        if old_session is not None and self.session != old_session:
+            self.stats.restarts += 1
+            self.stats.resumes += same
+        before = self._before if same else {}
         for topic, n in meta.seq.items():
             self._floor[topic] = n
-            self._expect[topic] = n + 1
-            prev = self._before.get(topic)
-            if same and prev is not None and n >= prev and P.matches(topic, self.topics):
+            prev = before.get(topic)
+            self._expect[topic] = n + 1 if prev is None else max(n + 1, prev)
+            if prev is not None and n >= prev and P.matches(topic, self.topics):
                 # published while we were away: the snapshot has at most the latest per key
                 shown = sum(1 for m in items if m.topic == topic and m.seq >= prev)
                 lost = n - prev + 1 - shown
                 if lost > 0:
                     self.stats.missed += lost
                     self.stats.gaps += 1
+        for topic, prev in before.items():
+            self._expect.setdefault(topic, prev)  # seqs below it are repeats when they come
         self._before = {}
         for m in items:
             if m.kind == P.HEARTBEAT and not self.heartbeats_wanted:
+                continue
+            prev = before.get(m.topic)
+            if prev is not None and m.seq < prev:
+                self.stats.repeats += 1  # delivered before the restart
                 continue
             self.stats.snapshot_items += 1
             self._ready.append(m)
