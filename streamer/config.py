@@ -10,8 +10,9 @@ The TOML file has one table per part, named as the fields of `Config`
 ``[feed]``, ``[publisher]``, ``[security]``, ``[service]``, ``[dashboard]``,
 ``[state]``); keys are the field names (``-`` may stand for ``_``). An unknown
 table or key, or a value of the wrong type, is a `ConfigError` naming the key and
-the table. `streamer config show` prints the effective settings in this format; `docs/configuration.md`
-lists every key (both are generated from the dataclasses below).
+the table. `streamer config show` prints the effective settings in this format;
+`docs/configuration.md` lists every key (both are generated from the dataclasses
+below).
 
 Command-line flags are laid over a file in `streamer.commands.options`, the only
 place that knows about flags.
