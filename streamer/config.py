@@ -36,6 +36,7 @@ from typing import Any, Literal
 from streamer.audio.segmenter import SegmenterConfig
 from streamer.audio.sources import MIC_BLOCK_MS
 from streamer.errors import ConfigError
+from streamer.fits import FitKind
 from streamer.market.decoder import TrackerConfig
 from streamer.market.stream import TicksConfig
 from streamer.net.protocol import DEFAULT_HEARTBEAT, DEFAULT_HWM, DEFAULT_PUB, MAX_TICK_BYTES
@@ -61,6 +62,8 @@ class ServiceConfig:
     stay: bool = False  # keep serving heartbeats and snapshots after the inputs end
     latency: bool = False  # add delay_ms (wall ms from utterance close to its event) to words
     stats: bool = False  # print a summary on stderr at the end
+    fit_kind: FitKind = "process"  # where regime fits run: process (off the event loop) or thread
+    fit_workers: int = 1  # regime fits at once
 
     def __post_init__(self) -> None:
         _check(
@@ -72,6 +75,11 @@ class ServiceConfig:
             self.drain_timeout > 0,
             "service.drain_timeout",
             f"must be > 0, not {self.drain_timeout}",
+        )
+        _check(
+            1 <= self.fit_workers <= 64,
+            "service.fit_workers",
+            f"must be between 1 and 64, not {self.fit_workers}",
         )
 
 

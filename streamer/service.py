@@ -14,7 +14,8 @@ stops reading once its socket has been quiet briefly and decodes what it took
 in; a CSV replay stops where it is), and everything produced is published
 before the final ``metrics`` and ``stopped`` status. All of it within
 `drain_timeout` seconds plus the publisher's bounded linger; a second signal
-cuts the drain short. The exit code is 0, or 2 when an input failed.
+cuts the drain short (running fits are ended, the linger shortened) and the
+exit code is 1. Otherwise it is 0, or 2 when an input failed.
 
 All settings come in one `streamer.config.Config`; the commands build it from a
 TOML file and flags (`streamer.commands.options`), the demo and tests in code.
@@ -32,6 +33,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Awaitable, Iterator, Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ import zmq
 from streamer.audio.sources import AudioSource, DeviceEvent, MicSource, WavSource, find_input_device
 from streamer.config import Config
 from streamer.errors import ConfigError, StreamerError
+from streamer.fits import close_fit_executor, fit_executor
 from streamer.market.decoder import RegimeTracker
 from streamer.messages import Message, RegimeDecode, Sink
 from streamer.net import protocol as P
@@ -53,6 +56,8 @@ from streamer.speech.recognizer import RecognizerFactory, RecognizerPool, bank_f
 from streamer.state import Checkpointer, Resume
 
 log = logging.getLogger(__name__)
+
+FORCED = 1  # the exit code when a second signal cut the drain short
 
 
 class _Counting:
@@ -185,6 +190,7 @@ class Service:
         self.resume: Resume | None = None
         self._tick_trackers: dict[str, RegimeTracker] = {}  # CSV replays' (for checkpoints)
         self._checkpoints: asyncio.Task[None] | None = None
+        self._fit_pool: Executor | None = None  # where regime fits run (streamer.fits)
 
     # -- stopping -------------------------------------------------------------------------------
 
@@ -315,6 +321,7 @@ class Service:
                 replayed,
                 on_event=self._status,
                 trackers=self._tick_trackers,
+                executor=self._fit_pool,
             )
 
         tasks[asyncio.create_task(ticks(), name="ticks")] = "tick replay"
@@ -334,6 +341,7 @@ class Service:
             context=self.context,
             curve=curve,
             on_event=self._status,
+            executor=self._fit_pool,
         )
         self.feed.open()
         if self.resume is not None:
@@ -381,7 +389,9 @@ class Service:
             if self._own_ctx and self.context is not None:
                 ctx, self.context = self.context, None
                 await term_context(ctx)
-        return 2 if self.failed else 0
+        if self.failed:
+            return 2
+        return FORCED if self._force.is_set() else 0  # a second signal cut the drain short
 
     async def _run(self) -> None:
         curve = curve_for(self.config)
@@ -424,6 +434,9 @@ class Service:
                         return
                     if self.config.dashboard.http is not None:
                         await self._start_dashboard(stack, pub)
+                if self.ticks or self.feeds or self.feed_connect:
+                    sc = self.config.service
+                    self._fit_pool = fit_executor(sc.fit_kind, sc.fit_workers)
                 self._open_feed(sink, curve)
                 if pub is not None and self.feed is not None:
                     pub.add_metrics("feed", self.feed.stats)
@@ -443,6 +456,8 @@ class Service:
                 if pub is not None:
                     pub.status("draining")
                 await self._drain(tasks)
+                if self._force.is_set() and pub is not None:
+                    pub.linger = min(pub.linger, 0.2)  # cut short: do not wait on slow readers
                 if self._checkpoints is not None:
                     self._checkpoints.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -470,6 +485,8 @@ class Service:
                 await self.pool.aclose()
             if self.feed is not None:
                 await self.feed.aclose()
+            if self._fit_pool is not None:
+                close_fit_executor(self._fit_pool, now=self._force.is_set())
         if self.config.service.stats:
             print(f"streamer {self.name}: {P.dumps(self.metrics())}", file=sys.stderr)
 
@@ -595,4 +612,4 @@ def _tune_gc() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
-__all__ = ["Service", "curve_for", "publisher_for"]
+__all__ = ["FORCED", "Service", "curve_for", "publisher_for"]

@@ -92,6 +92,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--k-margin", "tracker.k_margin", "price ticks", "B"),
     Flag("--decision-level", "tracker.level", "price ticks", "P"),
     Flag("--decision-dwell", "tracker.dwell", "price ticks", "N"),
+    Flag("--fit-kind", "service.fit_kind", "price ticks"),
+    Flag("--fit-workers", "service.fit_workers", "price ticks", "N"),
     Flag("--pub", "publisher.endpoint", "publishing", "ENDPOINT"),
     Flag("--snapshot", "publisher.snapshot", "publishing", "ENDPOINT"),
     Flag("--no-snapshot", "publisher.snapshots", "publishing", const=False),

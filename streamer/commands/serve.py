@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
 
 from streamer.commands.options import SERVE_GROUPS, add_config_arguments, config_from_args
 from streamer.net.protocol import DEFAULT_PUB
-from streamer.service import Service
+from streamer.service import FORCED, Service
 
 NAME = "serve"
 HELP = "run the service: audio and ticks in, words and regimes out over ZeroMQ"
@@ -28,4 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return asyncio.run(Service(config_from_args(args), name=NAME).run())
+    rc = asyncio.run(Service(config_from_args(args), name=NAME).run())
+    if rc == FORCED:
+        # a second signal: everything is closed; leave without the interpreter's teardown
+        # (unloading numpy, scipy and the rest takes most of a second on a busy machine)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc

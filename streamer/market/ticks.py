@@ -290,6 +290,9 @@ def iter_csv(
         yield Tick(symbol, t, p)
 
 
+LATE_YIELD_EVERY = 64  # a paced stream catching up gives the loop a turn this often
+
+
 async def pace(
     ticks: Iterable[Tick] | AsyncIterable[Tick],
     speed: float,
@@ -301,7 +304,8 @@ async def pace(
 
     Tick i is due at ``clock start + (t_i - t_0) / speed``; a late tick goes out at once
     and later ones catch up, so lateness never accumulates. At speed 0 the loop is
-    still given a turn every `yield_every` ticks so other streams keep running.
+    still given a turn every `yield_every` ticks so other streams keep running, and
+    while catching up every `LATE_YIELD_EVERY` ticks.
     """
     if not (speed >= 0.0 and math.isfinite(speed)):
         raise ConfigError(f"speed must be a finite number >= 0, not {speed}")
@@ -323,6 +327,8 @@ async def pace(
         delay = c0 + (tick.t - t0) / speed - clock.now()
         if delay > 0.0:
             await clock.sleep(delay)
+        elif i % LATE_YIELD_EVERY == 0:
+            await asyncio.sleep(0)  # catching up (after a wait for a fit): others get turns
 
     if isinstance(ticks, AsyncIterable):
         async for tick in ticks:

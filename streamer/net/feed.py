@@ -263,6 +263,7 @@ class TickFeed:
         deadline = time.monotonic() + drain_timeout
         while time.monotonic() < deadline:
             if self._drain():
+                await asyncio.sleep(0)  # a feed that keeps coming must not starve the loop
                 continue
             if not await waiter.wait(min(drain_quiet, deadline - time.monotonic())):
                 break

@@ -249,3 +249,63 @@ async def test_serve_replays_csv_ticks_and_exits_when_done(
         await asyncio.wait_for(collector, 10)
     assert len([m for m in got if m.topic == "regime.ETH"]) == 299
     assert [m for m in got if m.kind == "metrics"][-1].body["ticks"]["decoded"] == 299
+
+
+async def test_second_sigterm_cuts_the_drain_short(
+    zctx: zmq.Context[Any], ipc: Callable[[str], str]
+) -> None:
+    """A feed that keeps coming keeps the drain busy; a second SIGTERM ends it in 1 s, exit 1."""
+    feed, pub = ipc("feed"), ipc("pub")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streamer", "serve", "--tick-feed", feed, "--pub", pub,
+        "--warmup", "50", "--metrics-interval", "0", "--drain-timeout", "30",
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    producer = zctx.socket(zmq.PUB)
+    producer.connect(feed)
+    states: list[str] = []
+    sending = True
+
+    async def produce() -> None:
+        i = 0
+        s = simulate(RegimeSpec.preset(2), 100_000, seed=5).prices.tolist()
+        while sending:
+            producer.send_multipart(P.encode_tick("BTC", 1.7e9 + i, s[i % len(s)]))
+            i += 1
+            await asyncio.sleep(0.001)
+
+    async def watch(sub: Subscriber) -> None:
+        async for m in sub:
+            states.append(m.body["state"])
+
+    async def until(state: str) -> None:
+        while state not in states:
+            await asyncio.sleep(0.01)
+
+    try:
+        async with Subscriber(pub, ["status"], context=zctx) as sub:
+            watcher = asyncio.create_task(watch(sub))
+            await asyncio.wait_for(until("running"), 30)
+            sender = asyncio.create_task(produce())
+            await asyncio.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(until("draining"), 10)
+            await asyncio.sleep(0.5)
+            assert proc.returncode is None  # still draining: ticks keep coming
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            rc = await asyncio.wait_for(proc.wait(), 10)
+            took = time.monotonic() - t0
+            sending = False
+            await sender
+            watcher.cancel()
+    finally:
+        producer.close(linger=0)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    err = (await proc.stderr.read()).decode() if proc.stderr else ""
+    assert rc == 1, err
+    assert took < 1.0, f"{took:.2f} s"
+    assert "SIGTERM: stopping now" in err
