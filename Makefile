@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SYSTEM_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins chromium
+SYSTEM_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins chromium iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system venv demo test lint bench clean
@@ -10,7 +10,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup: system venv
 
 # Debian/Ubuntu packages: the audio device layer (PortAudio, a virtual PulseAudio microphone),
-# and Chromium for the dashboard's browser tests (driven by Playwright, never a browser download).
+# Chromium for the dashboard's browser tests (driven by Playwright, never a browser download),
+# and iproute2 (`ip`: the Ray tests bring up loopback in a private network namespace).
 system:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

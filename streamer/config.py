@@ -8,11 +8,11 @@ stage's own config class that this tree reuses: `SegmenterConfig`,
 The TOML file has one table per part, named as the fields of `Config`
 (``[audio]``, ``[segmenter]``, ``[recognizer]``, ``[ticks]``, ``[tracker]``,
 ``[feed]``, ``[publisher]``, ``[security]``, ``[service]``, ``[dashboard]``,
-``[state]``); keys are the field names (``-`` may stand for ``_``). An unknown
-table or key, or a value of the wrong type, is a `ConfigError` naming the key and
-the table. `streamer config show` prints the effective settings in this format;
-`docs/configuration.md` lists every key (both are generated from the dataclasses
-below).
+``[state]``, ``[cluster]``); keys are the field names (``-`` may stand for
+``_``). An unknown table or key, or a value of the wrong type, is a `ConfigError`
+naming the key and the table. `streamer config show` prints the effective settings
+in this format; `docs/configuration.md` lists every key (both are generated from
+the dataclasses below).
 
 Command-line flags are laid over a file in `streamer.commands.options`, the only
 place that knows about flags.
@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from streamer.audio.segmenter import SegmenterConfig
 from streamer.audio.sources import MIC_BLOCK_MS
+from streamer.cluster.address import parse_address
 from streamer.errors import ConfigError
 from streamer.fits import FitKind
 from streamer.market.decoder import TrackerConfig
@@ -276,6 +277,52 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """A Ray cluster that runs recognition and regime decoding (the `cluster` extra)."""
+
+    address: str | None = None  # Ray: auto, HOST:PORT, ray://HOST:PORT, local[:N] (unset: no Ray)
+    shards: int | None = None  # regime shard actors (unset: one per cluster CPU, <= symbols)
+    recognizers: int | None = None  # recognizer actors (unset: recognizer.workers)
+    actor_cpus: float = 1.0  # CPUs each actor reserves on its node (fractions pack more)
+    batch_ms: float = 5.0  # a tick call carries this many ms of paced ticks (speed > 0)
+    batch_ticks: int = 4096  # and at most this many ticks (the batch at speed 0)
+    utterance_batch: int = 4  # utterances per recognizer call, at most
+    in_flight: int = 2  # calls outstanding per actor; the sender waits beyond that
+    checkpoint_every: int = 64  # tick calls between shard checkpoints (0 = recover from the start)
+
+    def __post_init__(self) -> None:
+        if self.address is not None:
+            parse_address(self.address)
+        for name in ("shards", "recognizers"):
+            v = getattr(self, name)
+            _check(v is None or v >= 1, f"cluster.{name}", f"must be >= 1, not {v}")
+        _check(
+            math.isfinite(self.actor_cpus) and self.actor_cpus >= 0,
+            "cluster.actor_cpus",
+            f"must be >= 0, not {self.actor_cpus}",
+        )
+        _check(
+            math.isfinite(self.batch_ms) and self.batch_ms > 0,
+            "cluster.batch_ms",
+            f"must be > 0, not {self.batch_ms}",
+        )
+        _check(
+            self.batch_ticks >= 1, "cluster.batch_ticks", f"must be >= 1, not {self.batch_ticks}"
+        )
+        _check(
+            self.utterance_batch >= 1,
+            "cluster.utterance_batch",
+            f"must be >= 1, not {self.utterance_batch}",
+        )
+        _check(self.in_flight >= 1, "cluster.in_flight", f"must be >= 1, not {self.in_flight}")
+        _check(
+            self.checkpoint_every >= 0,
+            "cluster.checkpoint_every",
+            f"must be >= 0, not {self.checkpoint_every}",
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything `Service` needs; each part is a table in the TOML file."""
 
@@ -290,6 +337,7 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def replace(self, section: str, **changes: Any) -> Config:
         """A copy with some settings of one section changed (and checked again)."""
@@ -491,6 +539,7 @@ def to_toml(config: Config) -> str:
 __all__ = [
     "SECTIONS",
     "AudioConfig",
+    "ClusterConfig",
     "Config",
     "DashboardConfig",
     "FeedConfig",

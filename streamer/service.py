@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Awaitable, Iterator, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -52,8 +52,16 @@ from streamer.net.security import CurveServer
 from streamer.net.sockets import reachable, term_context
 from streamer.paths import default_bank_path
 from streamer.speech.pipeline import StreamStats, run_stream
-from streamer.speech.recognizer import RecognizerFactory, RecognizerPool, bank_factory
+from streamer.speech.recognizer import (
+    RecognizerFactory,
+    RecognizerPool,
+    UtterancePool,
+    bank_factory,
+)
 from streamer.state import Checkpointer, Resume
+
+if TYPE_CHECKING:  # Ray is imported only with --cluster
+    from streamer.cluster.runtime import ClusterRuntime
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +183,8 @@ class Service:
         self.feed: TickFeed | None = None
         self.failed = 0
         self.counts: _Counting | None = None
-        self.pool: RecognizerPool | None = None
+        self.pool: UtterancePool | None = None
+        self.cluster: ClusterRuntime | None = None
         self.stream_stats: list[StreamStats] = []
         self.tick_result: dict[str, Any] | None = None
         self._stop = asyncio.Event()
@@ -282,9 +291,24 @@ class Service:
         self._sources += self.mic_sources(cfg.rate)
         if not self._sources:
             return
-        pool = self.pool = RecognizerPool(
-            factory, workers=rc.workers, kind=rc.kind, max_pending=rc.max_pending
-        )
+        pool: UtterancePool
+        if self.cluster is not None:
+            from streamer.cluster.speech import ClusterRecognizerPool
+
+            cc = self.config.cluster
+            pool = ClusterRecognizerPool(
+                factory,
+                self.cluster,
+                actors=cc.recognizers or rc.workers,
+                batch=cc.utterance_batch,
+                in_flight=cc.in_flight,
+                max_pending=rc.max_pending,
+            )
+        else:
+            pool = RecognizerPool(
+                factory, workers=rc.workers, kind=rc.kind, max_pending=rc.max_pending
+            )
+        self.pool = pool
         await pool.start(wait=False)
         self._watch_bank(bank_path)
 
@@ -312,8 +336,22 @@ class Service:
             return
         from streamer.market.stream import run_ticks
 
+        cluster = self.cluster
+
         async def ticks() -> None:
             replayed = _Replayed(sink) if isinstance(sink, _Counting) else sink
+            if cluster is not None:
+                from streamer.cluster.ticks import run_ticks_cluster
+
+                self.tick_result = await run_ticks_cluster(
+                    self.config.ticks,
+                    self.config.tracker,
+                    self.speed,
+                    replayed,
+                    cluster,
+                    on_event=self._status,
+                )
+                return
             self.tick_result = await run_ticks(
                 self.config.ticks,
                 self.config.tracker,
@@ -373,8 +411,14 @@ class Service:
         d: dict[str, Any] = {"speech": self.speech_metrics(), "ticks": self.ticks_metrics()}
         if self.feed is not None:
             d["feed"] = self.feed.stats()
+        if self.cluster is not None:
+            d["cluster"] = self.cluster_metrics()
         out: dict[str, Any] = P.builtins(d)
         return out
+
+    def cluster_metrics(self) -> dict[str, Any]:
+        """What the cluster did: nodes and actors that did work, calls, recoveries."""
+        return self.cluster.stats.as_dict() if self.cluster is not None else {}
 
     # -- running --------------------------------------------------------------------------------
 
@@ -419,12 +463,16 @@ class Service:
         sink = self.counts = _Counting(pub if pub is not None else self._given_sink)  # type: ignore[arg-type]
         try:
             async with contextlib.AsyncExitStack() as stack:
+                if self.config.cluster.address is not None:
+                    await self._connect_cluster()
                 if pub is not None:
                     await stack.enter_async_context(pub)
                     pub.add_metrics("speech", self.speech_metrics)
                     pub.add_metrics("ticks", self.ticks_metrics)
                     if ck is not None:
                         pub.add_metrics("state", ck.stats)
+                    if self.cluster is not None:
+                        pub.add_metrics("cluster", self.cluster_metrics)
                     pub.status("starting", detail=self.resume.describe() if self.resume else None)
                     c = self.config.publisher
                     if not await self._until_stopped(
@@ -487,6 +535,7 @@ class Service:
                 await self.feed.aclose()
             if self._fit_pool is not None:
                 close_fit_executor(self._fit_pool, now=self._force.is_set())
+            self._close_cluster()
         if self.config.service.stats:
             print(f"streamer {self.name}: {P.dumps(self.metrics())}", file=sys.stderr)
 
@@ -514,6 +563,18 @@ class Service:
         while True:
             await self._checkpoint(ck, pub)
             await asyncio.sleep(ck.config.checkpoint_every)
+
+    async def _connect_cluster(self) -> None:
+        """Join the Ray cluster `--cluster` names (ConfigError, one line, without Ray)."""
+        from streamer.cluster.runtime import ClusterRuntime
+
+        runtime = ClusterRuntime(self.config.cluster)
+        await asyncio.to_thread(runtime.connect)
+        self.cluster = runtime
+
+    def _close_cluster(self) -> None:
+        if self.cluster is not None:
+            self.cluster.close()
 
     async def _until_stopped(self, coro: Awaitable[None]) -> bool:
         """Run `coro` unless a stop comes first (False then)."""

@@ -35,3 +35,14 @@ def prices_dir() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+def _cluster_tests_here() -> bool:
+    from streamer.cluster.netns import in_private_net
+
+    return in_private_net()
+
+
+# tests/cluster runs a real Ray cluster, which must stay on loopback: only inside a private
+# network namespace. Elsewhere tests/test_cluster_netns.py runs them in one (see there).
+collect_ignore = [] if _cluster_tests_here() else ["cluster"]

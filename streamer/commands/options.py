@@ -48,7 +48,14 @@ class Flag:
 
 
 # Group names: which commands get which flags.
-REPLAY_GROUPS = ("input", "voice activity detection", "price ticks", "publishing", "security")
+REPLAY_GROUPS = (
+    "input",
+    "voice activity detection",
+    "price ticks",
+    "publishing",
+    "security",
+    "cluster",
+)
 SERVE_GROUPS = (*REPLAY_GROUPS, "microphone", "live tick feed", "service", "dashboard")
 DASHBOARD_GROUPS = ("dashboard client", "dashboard")
 
@@ -129,6 +136,15 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--state", "state.dir", "service", "DIR"),
     Flag("--checkpoint-every", "state.checkpoint_every", "service", "S"),
     Flag("--cold-start", "state.cold_start", "service"),
+    Flag("--cluster", "cluster.address", "cluster", "ADDRESS"),
+    Flag("--shards", "cluster.shards", "cluster", "N"),
+    Flag("--recognizer-actors", "cluster.recognizers", "cluster", "N"),
+    Flag("--actor-cpus", "cluster.actor_cpus", "cluster", "X"),
+    Flag("--batch-ms", "cluster.batch_ms", "cluster", "MS"),
+    Flag("--batch-ticks", "cluster.batch_ticks", "cluster", "N"),
+    Flag("--utterance-batch", "cluster.utterance_batch", "cluster", "N"),
+    Flag("--in-flight", "cluster.in_flight", "cluster", "N"),
+    Flag("--shard-checkpoint-every", "cluster.checkpoint_every", "cluster", "N"),
 )
 
 _GROUP_TITLES = {
@@ -138,6 +154,7 @@ _GROUP_TITLES = {
     "live tick feed": "live tick feed (ZeroMQ)",
     "dashboard": "web dashboard",
     "dashboard client": "subscribing (ZeroMQ)",
+    "cluster": "Ray cluster (optional: pip install 'streamer[cluster]')",
 }
 
 

@@ -40,7 +40,7 @@ from streamer.audio.wav import resample
 from streamer.errors import AudioError, BankError, ConfigError, DataError
 from streamer.messages import Utterance
 from streamer.speech.bank import WordBank, fit_word
-from streamer.speech.recognizer import RecognizerPool, bank_factory
+from streamer.speech.recognizer import UtterancePool, bank_factory
 from streamer.speech.train import (
     TrainConfig,
     _noise_bank,
@@ -282,7 +282,7 @@ class BankWatcher:
     def __init__(
         self,
         path: str | Path,
-        pool: RecognizerPool,
+        pool: UtterancePool,
         *,
         interval: float = 1.0,
         on_event: Callable[[str, str], None] | None = None,

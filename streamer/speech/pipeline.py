@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from streamer.audio.segmenter import Segmenter, SegmenterConfig
 from streamer.audio.sources import AudioSource
 from streamer.messages import Sink, Utterance, WordEvent
-from streamer.speech.recognizer import RecognizerPool
+from streamer.speech.recognizer import UtterancePool
 
 
 @dataclass
@@ -41,7 +41,7 @@ class StreamStats:
 
 async def run_stream(
     source: AudioSource,
-    pool: RecognizerPool,
+    pool: UtterancePool,
     sink: Sink,
     *,
     config: SegmenterConfig | None = None,

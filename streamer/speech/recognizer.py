@@ -68,6 +68,21 @@ class Recognizer(Protocol):
 RecognizerFactory = Callable[[], Recognizer]
 
 
+class UtterancePool(Protocol):
+    """What the pipeline and the bank watcher need from a pool: `RecognizerPool`, or the
+    cluster's (`streamer.cluster.speech.ClusterRecognizerPool`)."""
+
+    stats: PoolStats
+
+    async def start(self, wait: bool = True) -> None: ...
+
+    async def submit(self, utt: Utterance) -> asyncio.Future[WordEvent]: ...
+
+    def swap(self, factory: RecognizerFactory) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
 def _load_bank(path: str) -> Recognizer:
     from streamer.speech.bank import WordBank
 
@@ -144,7 +159,7 @@ def fake_factory(**kw: Any) -> RecognizerFactory:
 _traced = False
 
 
-def _run(
+def recognize_samples(
     rec: Recognizer, samples: np.ndarray, rate: int, where: str
 ) -> tuple[Recognition, str | None]:
     """Recognise one utterance; a user-level failure becomes an error string, not a raise."""
@@ -222,7 +237,7 @@ def _worker_main(conn: Connection, factory: RecognizerFactory, inherited: list[i
                 return
             continue
         job, samples, rate, where = msg
-        result, error = _run(rec, samples, rate, where)
+        result, error = recognize_samples(rec, samples, rate, where)
         try:
             conn.send((job, result, error))
         except (BrokenPipeError, OSError):
@@ -380,7 +395,7 @@ class RecognizerPool:
         if rec is None or getattr(self._tls, "gen", -1) != gen:
             rec = self._make_local(self._factories.get(gen))
             self._tls.gen, self._tls.rec = gen, rec
-        return _run(rec, samples, rate, where)
+        return recognize_samples(rec, samples, rate, where)
 
     def swap(self, factory: RecognizerFactory) -> int:
         """Use `factory`'s recognizer for utterances submitted from now on; the new generation.
@@ -448,7 +463,7 @@ class RecognizerPool:
         fut.add_done_callback(lambda _f: self._slots.release())  # type: ignore[union-attr]
         if self.kind == "inline":
             assert self._inline is not None
-            rec, err = _run(self._inline, utt.samples, utt.rate, _where(utt))
+            rec, err = recognize_samples(self._inline, utt.samples, utt.rate, _where(utt))
             self._finish(_Job(0, utt, fut), rec, err)
         elif self.kind == "thread":
             cf = self._loop.run_in_executor(
