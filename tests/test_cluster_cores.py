@@ -90,6 +90,20 @@ def test_a_shard_decodes_as_the_tracker_does_and_packs_losslessly() -> None:
     assert core.finish()["X"]["ticks"] == 1500
 
 
+def test_a_shard_taken_up_from_its_checkpoint_goes_on_with_the_same_decodes() -> None:
+    s = simulate(RegimeSpec.preset(2), 1400, seed=8, dt=60.0)
+    whole = ShardCore(TRACKER)
+    expected = unpack_decodes(whole.push(0, [("X", s.times, s.prices)]).decodes)
+    first = ShardCore(TRACKER)
+    reply = first.push(0, [("X", s.times[:700], s.prices[:700])], checkpoint=True)
+    assert reply.state is not None and set(reply.state) == {"X"}
+    again = ShardCore(TRACKER)
+    again.restore(reply.state)
+    rest = unpack_decodes(again.push(1, [("X", s.times[700:], s.prices[700:])]).decodes)
+    got = unpack_decodes(reply.decodes) + rest
+    assert [d.to_wire() for d in got] == [d.to_wire() for d in expected]
+
+
 def test_a_recognizer_core_loads_a_bank_per_generation() -> None:
     loads: list[int] = []
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from streamer.errors import StreamerError
+from streamer.market.checkpoint import tracker_from_plain, tracker_to_plain
 from streamer.market.decoder import RegimeTracker, TrackerConfig
 from streamer.market.feed import PUSH_MANY_MIN
 from streamer.messages import Recognition, RegimeDecode
@@ -37,6 +38,9 @@ DecodeRow = tuple[Any, ...]
 
 Packed = list[tuple[str, list[DecodeRow]]]
 """Decodes grouped by symbol, in the order they were produced."""
+
+ShardState = dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]]
+"""A shard's checkpoint: each tracker as plain data (`streamer.market.checkpoint`), no pickle."""
 
 
 def shard_of(symbol: str, shards: int) -> int:
@@ -95,7 +99,7 @@ class ShardReply:
     ended: float = 0.0
     node: str = ""
     actor: str = ""
-    state: Any = None  # a checkpoint of the shard after this call, when one was due
+    state: ShardState | None = None  # the shard's checkpoint after this call, when asked for
 
 
 class ShardCore:
@@ -117,8 +121,9 @@ class ShardCore:
             )
         return tr
 
-    def push(self, seq: int, chunks: Sequence[TickChunk]) -> ShardReply:
-        """Decode the chunks in order (each symbol's ticks in order): one call's reply."""
+    def push(self, seq: int, chunks: Sequence[TickChunk], checkpoint: bool = False) -> ShardReply:
+        """Decode the chunks in order (each symbol's ticks in order): one call's reply, with
+        the shard's checkpoint after it if asked for."""
         started = time.time()
         t0 = time.perf_counter()
         out: list[RegimeDecode] = []
@@ -134,12 +139,26 @@ class ShardCore:
                     if r:
                         out.extend(r)
         packed = pack_decodes(out)
+        state = self.checkpoint() if checkpoint else None
         busy = time.perf_counter() - t0
         self.ticks += n
         self.calls += 1
         self.busy += busy
         events, self._events = self._events, []
-        return ShardReply(seq, packed, n, events, busy, started, time.time())
+        return ShardReply(seq, packed, n, events, busy, started, time.time(), state=state)
+
+    def checkpoint(self) -> ShardState:
+        """Every tracker of the shard as plain data (copies: safe to send and keep)."""
+        return {symbol: tracker_to_plain(tr) for symbol, tr in self.trackers.items()}
+
+    def restore(self, state: ShardState) -> None:
+        """Take up a checkpoint: the trackers decode the next ticks as the saved ones would."""
+        self.trackers = {
+            symbol: tracker_from_plain(
+                meta, arrays, self.config, inline=True, on_event=self._events.append
+            )
+            for symbol, (meta, arrays) in state.items()
+        }
 
     def finish(self) -> dict[str, dict[str, Any]]:
         """Each symbol's tracker counters, with ``error`` set when its stream was too short."""
@@ -192,6 +211,7 @@ __all__ = [
     "RecognizerCore",
     "ShardCore",
     "ShardReply",
+    "ShardState",
     "TickChunk",
     "pack_decodes",
     "shard_of",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamer.cluster.address import parse_address
-from streamer.cluster.cores import RecognizerCore, ShardCore, ShardReply, TickChunk
+from streamer.cluster.cores import RecognizerCore, ShardCore, ShardReply, ShardState, TickChunk
 from streamer.config import ClusterConfig
 from streamer.errors import ConfigError
 from streamer.market.decoder import TrackerConfig
@@ -59,10 +59,13 @@ class ShardActor:
         self.node = _node_id()
         self.name = name
 
-    def push(self, seq: int, chunks: Sequence[TickChunk]) -> ShardReply:
-        reply = self.core.push(seq, chunks)
+    def push(self, seq: int, chunks: Sequence[TickChunk], checkpoint: bool) -> ShardReply:
+        reply = self.core.push(seq, chunks, checkpoint)
         reply.node, reply.actor = self.node, self.name
         return reply
+
+    def restore(self, state: ShardState) -> None:
+        self.core.restore(state)
 
     def finish(self) -> dict[str, dict[str, Any]]:
         return self.core.finish()
@@ -111,6 +114,8 @@ class ClusterStats:
     ticks: int = 0
     utterances: int = 0
     busy: float = 0.0  # seconds inside the actors
+    span_start: float = float("inf")  # wall clock of the first call's start inside an actor
+    span_end: float = 0.0  # ... and of the last call's end
     restarts: int = 0  # shard actors replaced after a loss
     replayed: int = 0  # tick calls sent again to a replaced shard
     duplicates: int = 0  # replies dropped because their seq was delivered already
@@ -119,11 +124,13 @@ class ClusterStats:
     shards: int = 0
     recognizers: int = 0
 
-    def did(self, node: str, actor: str, busy: float) -> None:
+    def did(self, node: str, actor: str, busy: float, start: float, end: float) -> None:
         self.nodes_seen.add(node)
         self.actors_seen.add(actor)
         self.calls += 1
         self.busy += busy
+        self.span_start = min(self.span_start, start)
+        self.span_end = max(self.span_end, end)
 
     def as_dict(self) -> dict[str, Any]:
         return {

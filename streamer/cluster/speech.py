@@ -175,9 +175,9 @@ class ClusterRecognizerPool:
             for j in jobs:
                 self._finish(j, REJECTED, f"recognition failed on the cluster: {e}")
         else:
-            results, busy, _start, _end, node = f.result()
+            results, busy, start, end, node = f.result()
             st = self.runtime.stats
-            st.did(node, actor.name, busy)
+            st.did(node, actor.name, busy, start, end)
             st.utterances += len(jobs)
             for j, (rec, err) in zip(jobs, results, strict=True):
                 self._finish(j, rec, err)

@@ -15,11 +15,14 @@ sequence number per shard: a reply whose number was delivered already is
 dropped, so a reply never reaches the application twice.
 
 A lost shard (its actor, or its whole node): a new actor is started wherever
-Ray finds room, it gets the shard's last checkpoint when there is one and the
-calls since (kept here, on the head); the replies of calls already delivered
-are dropped by their sequence number. Without a checkpoint the shard's calls
-are replayed from its start: the tracker is deterministic, so the new actor
-reaches the same state and goes on with the same decodes.
+Ray finds room, it takes up the shard's last checkpoint (every
+`checkpoint_every` calls a reply carries the shard's trackers as plain data,
+`streamer.market.checkpoint`; the driver keeps the latest, on the head, where
+every shard's replies arrive anyway) and the calls since (kept here too, and
+dropped once a checkpoint covers them); the replies of calls already delivered
+are dropped by their sequence number. With ``checkpoint_every = 0`` the
+shard's calls are replayed from its start: the tracker is deterministic, so
+the new actor reaches the same state and goes on with the same decodes.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.cluster.cores import ShardReply, TickChunk, shard_of, unpack_decodes
+from streamer.cluster.cores import ShardReply, ShardState, TickChunk, shard_of, unpack_decodes
 from streamer.cluster.runtime import ClusterRuntime, call, lost_errors
 from streamer.config import ClusterConfig
 from streamer.errors import ConfigError, TickError
@@ -57,11 +60,15 @@ class ShardLink:
     tracker: TrackerConfig
     in_flight: int
     deliver: OnReply
+    checkpoint_every: int = 0  # ask for the shard's state every N calls (0: never)
     actor: Any = None
     sent: int = 0  # calls made (the next call's seq)
     delivered: int = 0  # calls whose replies reached the sink
-    log: deque[tuple[int, Sequence[TickChunk]]] = field(default_factory=deque)
+    # the calls after the last checkpoint: (seq, chunks, whether it asks for a checkpoint)
+    log: deque[tuple[int, Sequence[TickChunk], bool]] = field(default_factory=deque)
     window: deque[tuple[int, asyncio.Future[Any]]] = field(default_factory=deque)
+    saved: tuple[int, ShardState] | None = None  # the last checkpoint: after call seq
+    checkpoints: int = 0
     lost: int = 0
     replayed: int = 0
     duplicates: int = 0
@@ -79,8 +86,10 @@ class ShardLink:
         await self._room.acquire()
         seq = self.sent
         self.sent += 1
-        self.log.append((seq, chunks))
-        self.window.append((seq, call(self.actor.push, seq, chunks)))
+        every = self.checkpoint_every
+        want = every > 0 and (seq + 1) % every == 0
+        self.log.append((seq, chunks, want))
+        self.window.append((seq, call(self.actor.push, seq, chunks, want)))
         self._wake.set()
 
     def close(self) -> None:
@@ -109,17 +118,25 @@ class ShardLink:
                 self.duplicates += 1
                 continue
             self.delivered = seq + 1
+            if reply.state is not None:  # a checkpoint: the calls up to it are no longer needed
+                self.saved = (seq, reply.state)
+                self.checkpoints += 1
+                while self.log and self.log[0][0] <= seq:
+                    self.log.popleft()
+                reply.state = None
             self.deliver(reply)
             assert self._room is not None
             self._room.release()
 
     async def _recover(self, why: BaseException) -> None:
-        """A new actor; the calls already delivered replayed (replies dropped), then the rest."""
+        """A new actor from the last checkpoint; the calls since then that were delivered
+        already are replayed (their replies dropped), then the outstanding ones sent again."""
         self.lost += 1
         log.warning(
-            "shard %d lost (%s); restarting it and replaying %d calls",
+            "shard %d lost (%s); restarting it from %s and replaying %d calls",
             self.index,
             type(why).__name__,
+            "its start" if self.saved is None else f"its checkpoint after call {self.saved[0]}",
             len(self.log),
         )
         for _, fut in self.window:
@@ -129,11 +146,13 @@ class ShardLink:
         self.actor = self.runtime.shard(self.tracker)
         lost = lost_errors()
         try:
+            if self.saved is not None:
+                await call(self.actor.restore, self.saved[1])
             pending: deque[asyncio.Future[Any]] = deque()
-            for seq, chunks in self.log:
+            for seq, chunks, _ in self.log:
                 if seq >= self.delivered:
                     break
-                pending.append(call(self.actor.push, seq, chunks))
+                pending.append(call(self.actor.push, seq, chunks, False))
                 self.replayed += 1
                 if len(pending) >= self.in_flight:
                     await pending.popleft()
@@ -144,8 +163,8 @@ class ShardLink:
         except lost as e:  # the new one is gone too: start over
             await self._recover(e)
             return
-        calls = dict(self.log)
-        self.window = deque((seq, call(self.actor.push, seq, calls[seq])) for seq in waiting)
+        calls = {seq: (chunks, want) for seq, chunks, want in self.log}
+        self.window = deque((seq, call(self.actor.push, seq, *calls[seq])) for seq in waiting)
 
     async def finish(self) -> dict[str, dict[str, Any]]:
         lost = lost_errors()
@@ -220,7 +239,7 @@ async def drive_shards(
     arrays: dict[str, tuple[np.ndarray, np.ndarray]],
     config: TrackerConfig,
     speed: float,
-    sink: Sink,
+    sink: Sink | None,
     runtime: ClusterRuntime,
     cc: ClusterConfig,
     *,
@@ -229,16 +248,17 @@ async def drive_shards(
 ) -> dict[str, Any]:
     """Ticks held in memory, per symbol, through shard actors into `sink`; the counters.
 
-    `on_reply` sees every delivered reply (the benchmark times the actors with it).
+    `on_reply` sees every delivered reply (the benchmark times the actors with it);
+    without a sink the decodes are counted, not rebuilt (stage throughput, measured apart).
     """
     stats = runtime.stats
     n_shards = min(cc.shards or runtime.cpus(), max(1, len(arrays)))
     stats.shards = max(stats.shards, n_shards)
 
     def deliver(reply: ShardReply) -> None:
-        stats.did(reply.node, reply.actor, reply.busy)
+        stats.did(reply.node, reply.actor, reply.busy, reply.started, reply.ended)
         stats.ticks += reply.ticks
-        if reply.decodes:
+        if reply.decodes and sink is not None:
             sink.publish_many(unpack_decodes(reply.decodes))
         if on_event is not None:
             for text in reply.events:
@@ -246,7 +266,10 @@ async def drive_shards(
         if on_reply is not None:
             on_reply(reply)
 
-    links = [ShardLink(i, runtime, config, cc.in_flight, deliver) for i in range(n_shards)]
+    links = [
+        ShardLink(i, runtime, config, cc.in_flight, deliver, cc.checkpoint_every)
+        for i in range(n_shards)
+    ]
     for link in links:
         link.start()
     by_shard: dict[int, list[str]] = {}
@@ -280,6 +303,7 @@ async def drive_shards(
         stats.restarts += link.lost
         stats.replayed += link.replayed
         stats.duplicates += link.duplicates
+        stats.checkpoints += link.checkpoints
     per: dict[str, dict[str, Any]] = {}
     for f in finals:
         per.update(f)

@@ -1,0 +1,478 @@
+"""Benchmark: the service on a Ray cluster, beside the single-process service (issue 14).
+
+    .venv/bin/python scripts/bench_cluster.py [--ticks 1000000] [--quick]
+
+Runs itself inside a private network namespace (loopback only; root, ``unshare
+--net``: streamer.cluster.netns) and starts a two-node `ray.cluster_utils.Cluster`
+there, one CPU per node, so a 2-core machine is two one-core nodes. In one run:
+
+1. **Same output.** Price ticks with refits (4 symbols) and the fruit recordings as
+   utterances, through the single process (trackers, the inline recognizer) and
+   through the cluster (2 shard actors, 2 recognizer actors): the share of messages
+   that are identical on the wire.
+2. **Scaling.** Each stage fed from memory, its throughput timed inside the actors
+   (ticks or utterances over the span from the first call's start to the last one's
+   end, in steady state: the first fits and the bank load left out): 1 actor vs 2.
+   Beside it, the single process on the same work (one core).
+3. **Overhead.** The cluster run with one actor against the same calls made in this
+   process without Ray (same code, same batches): the difference per tick and per
+   utterance, end to end at the driver (pipelined: amortised over the batch).
+4. **Publication at the head.** Decodes rebuilt from the shards' rows and published
+   through a real `Publisher` on loopback: microseconds per decode (the ceiling the
+   head puts on the whole cluster's decode rate).
+5. **A node lost during a long replay** (``--ticks``, default 1M): the worker node is
+   removed a third of the way in; every symbol's decodes are counted and compared
+   (by digest) with the run that lost nothing: lost, duplicated, different.
+
+Tick decoding here runs without refits (``refit_every=0``) in sections 2-5 so that
+the figures are the decode path's (a refit is a fit every N ticks, a workload of its
+own); section 1 has refits. The machine is shared: its load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from streamer.cluster.netns import in_private_net, private_net_command  # noqa: E402
+
+
+def reexec_in_namespace() -> None:
+    if in_private_net():
+        return
+    cmd = private_net_command([sys.executable, *sys.argv])
+    if cmd is None:
+        sys.exit("bench_cluster: needs root, unshare and ip (Ray must stay on loopback)")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    sys.exit(subprocess.run(cmd, env=env, check=False).returncode)
+
+
+class Counting:
+    """A sink that only counts (and optionally digests) what it is sent."""
+
+    def __init__(self, digest: bool = False) -> None:
+        self.n: dict[str, int] = defaultdict(int)
+        self.last_t: dict[str, float] = {}
+        self.dups = 0
+        self.h: dict[str, Any] = {}
+        self.digest = digest
+
+    def publish(self, msg: Any, delay: float | None = None) -> bool:
+        self.publish_many([msg])
+        return True
+
+    def publish_many(self, msgs: Any) -> int:
+        for d in msgs:
+            s = d.symbol
+            self.n[s] += 1
+            if s in self.last_t and d.t <= self.last_t[s]:
+                self.dups += 1
+            self.last_t[s] = d.t
+            if self.digest:
+                h = self.h.get(s)
+                if h is None:
+                    h = self.h[s] = hashlib.sha1()
+                h.update(f"{d.t!r}{d.state}{d.probs!r}{d.smoothed_state}".encode())
+        return len(msgs)
+
+    def digests(self) -> dict[str, str]:
+        return {s: h.hexdigest() for s, h in self.h.items()}
+
+
+def balanced_symbols(n: int, shards: int = 2) -> list[str]:
+    from streamer.cluster.cores import shard_of
+
+    per: dict[int, list[str]] = defaultdict(list)
+    i = 0
+    while any(len(per[k]) < n // shards for k in range(shards)):
+        s = f"SYM{i}"
+        k = shard_of(s, shards)
+        if len(per[k]) < n // shards:
+            per[k].append(s)
+        i += 1
+    return [s for k in range(shards) for s in per[k]]
+
+
+def make_ticks(
+    symbols: list[str], per: int, seed: int = 0
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from streamer.market.synthetic import RegimeSpec, simulate
+
+    out = {}
+    for i, s in enumerate(symbols):
+        x = simulate(RegimeSpec.preset(3), per, seed=seed + i, dt=1.0)
+        out[s] = (x.times, x.prices)
+    return out
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# -- sections -------------------------------------------------------------------------------------
+
+
+def steady_rate(replies: list[tuple[int, float, float, int, str]], what: int = 3) -> float:
+    """Items per second over the later half of each actor's calls (wall span inside actors)."""
+    by: dict[str, list[tuple[int, float, float, int, str]]] = defaultdict(list)
+    for r in replies:
+        by[r[4]].append(r)
+    keep = []
+    for rs in by.values():
+        rs.sort()
+        keep += rs[len(rs) // 2 :]
+    start = min(r[1] for r in keep)
+    end = max(r[2] for r in keep)
+    return sum(r[what] for r in keep) / (end - start)
+
+
+async def shard_run(
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]],
+    cfg: Any,
+    shards: int,
+    address: str,
+    sink: Any,
+    on_reply: Any = None,
+    **kw: Any,
+) -> tuple[dict[str, Any], Any, list[Any], float]:
+    from streamer.cluster.runtime import ClusterRuntime
+    from streamer.cluster.ticks import drive_shards
+    from streamer.config import ClusterConfig
+
+    rt = ClusterRuntime(ClusterConfig(address=address, shards=shards, actor_cpus=0.5, **kw))
+    rt.connect()
+    replies: list[Any] = []
+
+    def seen(r: Any) -> None:
+        replies.append((r.seq, r.started, r.ended, r.ticks, r.actor))
+        if on_reply is not None:
+            on_reply(r)
+
+    t0 = time.perf_counter()
+    result = await drive_shards(arrays, cfg, 0.0, sink, rt, rt.config, on_reply=seen)
+    return result, rt, replies, time.perf_counter() - t0
+
+
+def local_shard_run(
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]], cfg: Any, batch: int
+) -> float:
+    """The same calls as one shard gets, made in this process without Ray: seconds."""
+    from streamer.cluster.cores import ShardCore, unpack_decodes
+    from streamer.cluster.ticks import plan_calls
+
+    core = ShardCore(cfg)
+    chunks = []
+    pos = dict.fromkeys(arrays, 0)
+    left = True
+    while left:
+        left = False
+        for s, (t, p) in arrays.items():
+            i = pos[s]
+            if i < len(t):
+                j = min(len(t), i + batch)
+                chunks.append((s, t[i:j], p[i:j]))
+                pos[s] = j
+                left = True
+    sink = Counting()
+    t0 = time.perf_counter()
+    for k, c in enumerate(plan_calls(chunks, batch)):
+        sink.publish_many(unpack_decodes(core.push(k, c).decodes))
+    return time.perf_counter() - t0
+
+
+def utterances_from(folder: Path, limit: int) -> list[Any]:
+    from streamer.audio.teststream import collect
+    from streamer.audio.wav import load_audio
+    from streamer.messages import Utterance
+
+    out = []
+    for i, (_label, path) in enumerate(collect(folder)[:limit]):
+        x = load_audio(path, 8000).astype(np.float32)
+        out.append(Utterance("bench", i, x, 8000, float(i), float(i) + len(x) / 8000, float(i) + 1))
+    return out
+
+
+async def recognizer_run(
+    utts: list[Any], actors: int, address: str, warm: bool = True
+) -> tuple[list[Any], Any, float]:
+    from streamer.cluster.runtime import ClusterRuntime
+    from streamer.cluster.speech import ClusterRecognizerPool
+    from streamer.config import ClusterConfig
+    from streamer.paths import default_bank_path
+    from streamer.speech.recognizer import bank_factory
+
+    rt = ClusterRuntime(ClusterConfig(address=address, actor_cpus=0.5))
+    rt.connect()
+    pool = ClusterRecognizerPool(
+        bank_factory(default_bank_path()), rt, actors=actors, batch=4, in_flight=2
+    )
+    await pool.start()
+    try:
+        if warm:  # every actor loads its bank before the clock starts
+            await asyncio.gather(*[await pool.submit(u) for u in utts[: 2 * actors]])
+            rt.stats.span_start, rt.stats.span_end = float("inf"), 0.0
+            rt.stats.utterances = 0
+        t0 = time.perf_counter()
+        futs = [await pool.submit(u) for u in utts]
+        events = await asyncio.gather(*futs)
+        wall = time.perf_counter() - t0
+    finally:
+        await pool.aclose()
+    return events, rt, wall
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ticks", type=int, default=1_000_000, help="ticks in the node-loss replay")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    args = ap.parse_args()
+    reexec_in_namespace()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from streamer.paths import data_dir
+
+    fruits = data_dir() / "fruits"
+    if not fruits.exists():
+        sys.exit(f"bench_cluster: the fruit recordings are missing at {fruits} (STREAMER_DATA)")
+    print(f"machine: {os.cpu_count()} cores, load average {loadavg()} (shared)")
+    t0 = time.perf_counter()
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    worker = c.add_node(num_cpus=1)
+    ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
+    c.wait_for_nodes()
+    print(f"cluster: 2 nodes x 1 CPU up in {time.perf_counter() - t0:.1f} s\n")
+    try:
+        return run(args, c, worker, fruits)
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+def run(args: argparse.Namespace, c: Any, worker: Any, fruits: Path) -> int:
+    from streamer.cluster.cores import RecognizerCore
+    from streamer.market.decoder import RegimeTracker, TrackerConfig
+    from streamer.paths import default_bank_path
+    from streamer.speech.bank import WordBank
+    from streamer.speech.recognizer import RecognizerPool, bank_factory
+
+    quick = args.quick
+    ok = True
+
+    # 1. same output ---------------------------------------------------------------------------
+    refits = TrackerConfig(warmup=500, refit_every=1000, window=3000)
+    eq_arrays = make_ticks(balanced_symbols(4), 3000 if quick else 10_000, seed=100)
+    single: dict[str, list[Any]] = {}
+    for s, (t, p) in eq_arrays.items():
+        tr = RegimeTracker(s, refits, inline=True)
+        single[s] = [
+            d.to_wire()
+            for i in range(0, len(t), 4096)
+            for d in tr.push_many(t[i : i + 4096], p[i : i + 4096])
+        ]
+
+    class Keep:
+        def __init__(self) -> None:
+            self.by: dict[str, list[Any]] = defaultdict(list)
+
+        def publish_many(self, msgs: Any) -> int:
+            for d in msgs:
+                self.by[d.symbol].append(d.to_wire())
+            return len(msgs)
+
+        def publish(self, msg: Any, delay: float | None = None) -> bool:
+            return bool(self.publish_many([msg]))
+
+    keep = Keep()
+    asyncio.run(shard_run(eq_arrays, refits, 2, c.address, keep, batch_ticks=512))
+    n_dec = sum(len(v) for v in single.values())
+    same_dec = sum(sum(a == b for a, b in zip(single[s], keep.by[s], strict=False)) for s in single)
+    same_dec -= sum(abs(len(single[s]) - len(keep.by[s])) for s in single)
+    utts = utterances_from(fruits, 40 if quick else 105)
+    bank = WordBank.load(default_bank_path())
+
+    async def local_words() -> list[Any]:
+        async with RecognizerPool(bank_factory(default_bank_path()), kind="inline") as pool:
+            return [await pool.recognize(u) for u in utts]
+
+    words_single = [e.to_wire() for e in asyncio.run(local_words())]
+    events, _, _ = asyncio.run(recognizer_run(utts, 2, c.address, warm=False))
+    words_cluster = [e.to_wire() for e in events]
+    same_words = sum(a == b for a, b in zip(words_single, words_cluster, strict=False))
+    share = (same_dec + same_words) / (n_dec + len(words_single))
+    print("1. same output as the single process (target 100%)")
+    print(f"   regime decodes: {same_dec}/{n_dec} identical (4 symbols, refits every 1000 ticks)")
+    print(f"   words:          {same_words}/{len(words_single)} identical (fruit recordings)")
+    print(f"   all:            {100 * share:.2f}%  {'PASS' if share == 1 else 'FAIL'}\n")
+    ok &= share == 1
+
+    # 2. scaling -------------------------------------------------------------------------------
+    fast = TrackerConfig(warmup=1000, refit_every=0)
+    per = 60_000 if quick else 150_000
+    arrays = make_ticks(balanced_symbols(4), per, seed=0)
+    n_ticks = 4 * per
+    t_local = local_shard_run(arrays, fast, 4096)
+    rates = {}
+    walls = {}
+    placed = {}
+    for shards in (1, 2):
+        # stage throughput: decodes counted in the actors' replies, not rebuilt at the driver
+        _, rt, replies, _ = asyncio.run(shard_run(arrays, fast, shards, c.address, None))
+        rates[shards] = steady_rate(replies)
+        placed[shards] = len(rt.stats.nodes_seen)
+        # end to end at the driver: the decodes rebuilt as messages (a counting sink)
+        _, rt, _, wall = asyncio.run(shard_run(arrays, fast, shards, c.address, Counting()))
+        walls[shards] = wall
+    tr_t0 = time.perf_counter()
+    for s, (t, p) in arrays.items():
+        tr = RegimeTracker(s, fast, inline=True)
+        for i in range(0, len(t), 4096):
+            tr.push_many(t[i : i + 4096], p[i : i + 4096])
+    local_rate = n_ticks / (time.perf_counter() - tr_t0)
+    tick_scale = rates[2] / rates[1]
+    urates = {}
+    uwalls = {}
+    reps = utts * (1 if quick else 2)
+    for actors in (1, 2):
+        _, rt, wall = asyncio.run(recognizer_run(reps, actors, c.address))
+        urates[actors] = rt.stats.utterances / (rt.stats.span_end - rt.stats.span_start)
+        uwalls[actors] = wall
+        placed[10 + actors] = len(rt.stats.nodes_seen)
+    core = RecognizerCore()
+    items = [(u.samples, u.rate, "b") for u in reps]
+    core.recognize(0, lambda: bank, items[:2])
+    u0 = time.perf_counter()
+    for i in range(0, len(items), 4):
+        core.recognize(0, lambda: bank, items[i : i + 4])
+    u_local = time.perf_counter() - u0
+    utt_scale = urates[2] / urates[1]
+    print("2. scaling on this machine (2 one-core nodes), timed inside the actors (target >= 1.6x)")
+    print(f"   {'':28s}{'1 actor':>14s}{'2 actors':>14s}{'ratio':>8s}   single process (1 core)")
+    print(
+        f"   {'regime shards, ticks/s':28s}{rates[1]:>14,.0f}{rates[2]:>14,.0f}{tick_scale:>7.2f}x"
+        f"   {local_rate:,.0f}  {'PASS' if tick_scale >= 1.6 else 'FAIL'}"
+    )
+    print(
+        f"   {'recognizers, utterances/s':28s}{urates[1]:>14,.1f}{urates[2]:>14,.1f}"
+        f"{utt_scale:>7.2f}x"
+        f"   {len(items) / u_local:,.1f}  {'PASS' if utt_scale >= 1.6 else 'FAIL'}"
+    )
+    print(
+        f"   actors on {placed[2]} node(s) with 2 shards, {placed[12]} node(s) with 2 recognizers"
+    )
+    print(
+        f"   end to end at the driver: ticks {n_ticks / walls[1]:,.0f}/s (1 shard), "
+        f"{n_ticks / walls[2]:,.0f}/s (2 shards); utterances {len(reps) / uwalls[1]:,.1f}/s, "
+        f"{len(reps) / uwalls[2]:,.1f}/s\n"
+    )
+    ok &= tick_scale >= 1.6 and utt_scale >= 1.6
+
+    # 3. overhead --------------------------------------------------------------------------------
+    tick_over = (walls[1] - t_local) / n_ticks * 1e6
+    utt_over = (uwalls[1] - u_local) / len(items) * 1e3
+    print("3. Ray overhead: one actor vs the same calls in this process without Ray")
+    print(
+        f"   per tick:      {tick_over:6.2f} us  (cluster {walls[1]:.2f} s, local {t_local:.2f} s, "
+        f"{n_ticks:,} ticks in calls of 4096)  target <= 2 us  "
+        f"{'PASS' if tick_over <= 2 else 'FAIL'}"
+    )
+    print(
+        f"   per utterance: {utt_over:6.3f} ms  (cluster {uwalls[1]:.2f} s, local {u_local:.2f} s, "
+        f"{len(items)} utterances, batches of 4)  target <= 1 ms  "
+        f"{'PASS' if utt_over <= 1 else 'FAIL'}\n"
+    )
+    ok &= tick_over <= 2 and utt_over <= 1
+
+    # 4. publication at the head -----------------------------------------------------------------
+    pub_us = publication_cost(arrays, fast)
+    print("4. publication at the head (rows -> RegimeDecode -> Publisher.publish_many, loopback)")
+    print(
+        f"   {pub_us:.2f} us per decode: the head publishes up to "
+        f"{1e6 / pub_us:,.0f} decodes/s per core\n"
+    )
+
+    # 5. node loss -------------------------------------------------------------------------------
+    n = args.ticks // (4 if quick else 1)
+    big = make_ticks(balanced_symbols(8), n // 8, seed=1000)
+    ref = Counting(digest=True)
+    asyncio.run(shard_run(big, fast, 2, c.address, ref, checkpoint_every=16))
+    got = Counting(digest=True)
+    calls = 0
+    removed: list[Any] = []
+    total_calls = sum(-(-len(t) // 4096) for t, _ in big.values()) // 2
+
+    def on_reply(_: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == total_calls // 3:
+            removed.append(asyncio.get_running_loop().run_in_executor(None, c.remove_node, worker))
+
+    async def lossy() -> Any:
+        r = await shard_run(big, fast, 2, c.address, got, on_reply, checkpoint_every=16)
+        await asyncio.gather(*removed)
+        return r
+
+    _, rt, _, wall = asyncio.run(lossy())
+    c.add_node(num_cpus=1)
+    lost = sum(ref.n.values()) - sum(got.n.values())
+    same = ref.digests() == got.digests()
+    print(
+        f"5. node loss during a {n:,}-tick replay (8 symbols, 2 shards, checkpoints every 16 calls)"
+    )
+    print(
+        f"   worker node removed after {total_calls // 3} calls; "
+        f"shards restarted: {rt.stats.restarts}, "
+        f"calls replayed: {rt.stats.replayed}, replies dropped as duplicates: {rt.stats.duplicates}"
+    )
+    print(
+        f"   decodes: {sum(got.n.values()):,} of {sum(ref.n.values()):,}; lost {lost}, duplicated "
+        f"{got.dups}, same as without the loss: {same}  (target 0 lost, 0 duplicated)  "
+        f"{'PASS' if lost == 0 and got.dups == 0 and same else 'FAIL'}"
+    )
+    print(f"   replay wall time {wall:.1f} s")
+    ok &= lost == 0 and got.dups == 0 and same
+    print(f"\nload average at the end: {loadavg()}")
+    return 0 if ok else 1
+
+
+def publication_cost(arrays: dict[str, tuple[np.ndarray, np.ndarray]], cfg: Any) -> float:
+    import socket
+
+    from streamer.cluster.cores import ShardCore, unpack_decodes
+    from streamer.net.publisher import Publisher
+
+    core = ShardCore(cfg)
+    packed = []
+    for k, (s, (t, p)) in enumerate(arrays.items()):
+        packed.append(core.push(k, [(s, t[:60_000], p[:60_000])]).decodes)
+    n = sum(len(rows) for pk in packed for _, rows in pk)
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        port = so.getsockname()[1]
+
+    async def go() -> float:
+        async with Publisher(f"tcp://127.0.0.1:{port}", snapshot=False, metrics_interval=0) as pub:
+            t0 = time.perf_counter()
+            for pk in packed:
+                pub.publish_many(unpack_decodes(pk))
+            return time.perf_counter() - t0
+
+    return asyncio.run(go()) / n * 1e6
+
+
+if __name__ == "__main__":
+    sys.exit(main())
