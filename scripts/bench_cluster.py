@@ -16,10 +16,12 @@ there, one CPU per node, so a 2-core machine is two one-core nodes. In one run:
    Beside it, the single process on the same work (one core).
 3. **Overhead.** The cluster run with one actor against the same calls made in this
    process without Ray (same code, same batches): the difference per tick and per
-   utterance, end to end at the driver (pipelined: amortised over the batch).
-4. **Publication at the head.** Decodes rebuilt from the shards' rows and published
+   utterance, end to end at the driver (pipelined: amortised over the batch), and the
+   part of it that is the replies' serialisation.
+4. **The head's own work.** Decodes rebuilt from the shards' rows and published
    through a real `Publisher` on loopback: microseconds per decode (the ceiling the
-   head puts on the whole cluster's decode rate).
+   head puts on the whole cluster's decode rate); and the voice-activity detector and
+   end-pointing, which stay next to the audio: CPU per second of one stream.
 5. **A node lost during a long replay** (``--ticks``, default 1M): the worker node is
    removed a third of the way in; every symbol's decodes are counted and compared
    (by digest) with the run that lost nothing: lost, duplicated, different.
@@ -170,7 +172,7 @@ def local_shard_run(
     arrays: dict[str, tuple[np.ndarray, np.ndarray]], cfg: Any, batch: int
 ) -> float:
     """The same calls as one shard gets, made in this process without Ray: seconds."""
-    from streamer.cluster.cores import ShardCore, unpack_decodes
+    from streamer.cluster.cores import ShardCore
     from streamer.cluster.ticks import plan_calls
 
     core = ShardCore(cfg)
@@ -186,10 +188,9 @@ def local_shard_run(
                 chunks.append((s, t[i:j], p[i:j]))
                 pos[s] = j
                 left = True
-    sink = Counting()
     t0 = time.perf_counter()
     for k, c in enumerate(plan_calls(chunks, batch)):
-        sink.publish_many(unpack_decodes(core.push(k, c).decodes))
+        core.push(k, c)
     return time.perf_counter() - t0
 
 
@@ -330,12 +331,10 @@ def run(args: argparse.Namespace, c: Any, worker: Any, fruits: Path) -> int:
     walls = {}
     placed = {}
     for shards in (1, 2):
-        # stage throughput: decodes counted in the actors' replies, not rebuilt at the driver
-        _, rt, replies, _ = asyncio.run(shard_run(arrays, fast, shards, c.address, None))
+        # the stage alone: the replies' decodes counted, not rebuilt as messages at the driver
+        _, rt, replies, wall = asyncio.run(shard_run(arrays, fast, shards, c.address, None))
         rates[shards] = steady_rate(replies)
         placed[shards] = len(rt.stats.nodes_seen)
-        # end to end at the driver: the decodes rebuilt as messages (a counting sink)
-        _, rt, _, wall = asyncio.run(shard_run(arrays, fast, shards, c.address, Counting()))
         walls[shards] = wall
     tr_t0 = time.perf_counter()
     for s, (t, p) in arrays.items():
@@ -375,15 +374,16 @@ def run(args: argparse.Namespace, c: Any, worker: Any, fruits: Path) -> int:
         f"   actors on {placed[2]} node(s) with 2 shards, {placed[12]} node(s) with 2 recognizers"
     )
     print(
-        f"   end to end at the driver: ticks {n_ticks / walls[1]:,.0f}/s (1 shard), "
-        f"{n_ticks / walls[2]:,.0f}/s (2 shards); utterances {len(reps) / uwalls[1]:,.1f}/s, "
-        f"{len(reps) / uwalls[2]:,.1f}/s\n"
+        f"   whole runs at the driver (first fits, bank loads included; no publication): "
+        f"ticks {n_ticks / walls[1]:,.0f}/s (1 shard), {n_ticks / walls[2]:,.0f}/s (2); "
+        f"utterances {len(reps) / uwalls[1]:,.1f}/s (1 actor), {len(reps) / uwalls[2]:,.1f}/s (2)\n"
     )
     ok &= tick_scale >= 1.6 and utt_scale >= 1.6
 
     # 3. overhead --------------------------------------------------------------------------------
     tick_over = (walls[1] - t_local) / n_ticks * 1e6
     utt_over = (uwalls[1] - u_local) / len(items) * 1e3
+    ser, de = serialization_cost(arrays, fast)
     print("3. Ray overhead: one actor vs the same calls in this process without Ray")
     print(
         f"   per tick:      {tick_over:6.2f} us  (cluster {walls[1]:.2f} s, local {t_local:.2f} s, "
@@ -393,16 +393,25 @@ def run(args: argparse.Namespace, c: Any, worker: Any, fruits: Path) -> int:
     print(
         f"   per utterance: {utt_over:6.3f} ms  (cluster {uwalls[1]:.2f} s, local {u_local:.2f} s, "
         f"{len(items)} utterances, batches of 4)  target <= 1 ms  "
-        f"{'PASS' if utt_over <= 1 else 'FAIL'}\n"
+        f"{'PASS' if utt_over <= 1 else 'FAIL'}"
+    )
+    print(
+        f"   in it, the replies' rows: {ser:.2f} us a decode to pack and pickle in the actor, "
+        f"{de:.2f} us to unpickle at the driver\n"
     )
     ok &= tick_over <= 2 and utt_over <= 1
 
     # 4. publication at the head -----------------------------------------------------------------
     pub_us = publication_cost(arrays, fast)
-    print("4. publication at the head (rows -> RegimeDecode -> Publisher.publish_many, loopback)")
+    seg = segmenter_cost(fruits)
+    print("4. the head's own work (measured apart)")
     print(
-        f"   {pub_us:.2f} us per decode: the head publishes up to "
-        f"{1e6 / pub_us:,.0f} decodes/s per core\n"
+        f"   publication (rows -> RegimeDecode -> Publisher.publish_many, loopback): "
+        f"{pub_us:.2f} us a decode, up to {1e6 / pub_us:,.0f} decodes/s per core"
+    )
+    print(
+        f"   audio ingestion (VAD and end-pointing, 20 ms blocks): {seg * 1000:.2f} ms of CPU "
+        f"per second of a stream, {1 / seg:,.0f} streams per core\n"
     )
 
     # 5. node loss -------------------------------------------------------------------------------
@@ -447,6 +456,42 @@ def run(args: argparse.Namespace, c: Any, worker: Any, fruits: Path) -> int:
     ok &= lost == 0 and got.dups == 0 and same
     print(f"\nload average at the end: {loadavg()}")
     return 0 if ok else 1
+
+
+def serialization_cost(
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]], cfg: Any
+) -> tuple[float, float]:
+    """Microseconds per decode to pack + pickle a reply's rows, and to unpickle them."""
+    import pickle
+
+    from streamer.cluster.cores import ShardCore, pack_decodes, unpack_decodes
+
+    core = ShardCore(cfg)
+    s, (t, p) = next(iter(arrays.items()))
+    decodes = unpack_decodes(core.push(0, [(s, t[:50_000], p[:50_000])]).decodes)
+    n = len(decodes)
+    t0 = time.perf_counter()
+    blob = pickle.dumps(pack_decodes(decodes), protocol=5)
+    t1 = time.perf_counter()
+    pickle.loads(blob)
+    t2 = time.perf_counter()
+    return (t1 - t0) / n * 1e6, (t2 - t1) / n * 1e6
+
+
+def segmenter_cost(fruits: Path) -> float:
+    """CPU seconds the head spends per second of one stream's audio (VAD and end-pointing)."""
+    from streamer.audio.segmenter import Segmenter, SegmenterConfig
+    from streamer.audio.teststream import make_stream
+
+    audio, _, rate = make_stream(fruits, seed=1, minutes=2.0)
+    x = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+    seg = Segmenter(SegmenterConfig(rate=rate), stream="s")
+    block = rate // 50  # 20 ms blocks, as a live source delivers them
+    t0 = time.process_time()
+    for i in range(0, len(x), block):
+        seg.feed(x[i : i + block])
+    seg.flush()
+    return (time.process_time() - t0) / (len(x) / rate)
 
 
 def publication_cost(arrays: dict[str, tuple[np.ndarray, np.ndarray]], cfg: Any) -> float:
