@@ -23,7 +23,7 @@ there, one CPU per node, so a 2-core machine is two one-core nodes. In one run:
    head puts on the whole cluster's decode rate); and the voice-activity detector and
    end-pointing, which stay next to the audio: CPU per second of one stream.
 5. **A node lost during a long replay** (``--ticks``, default 1M): the worker node is
-   removed a third of the way in; every symbol's decodes are counted and compared
+   removed half way in; every symbol's decodes are counted and compared
    (by digest) with the run that lost nothing: lost, duplicated, different.
 
 Tick decoding here runs without refits (``refit_every=0``) in sections 2-5 so that
@@ -418,7 +418,7 @@ def run(args: argparse.Namespace, c: Any, worker: Any, fruits: Path) -> int:
     n = args.ticks // (4 if quick else 1)
     big = make_ticks(balanced_symbols(8), n // 8, seed=1000)
     ref = Counting(digest=True)
-    asyncio.run(shard_run(big, fast, 2, c.address, ref, checkpoint_every=16))
+    asyncio.run(shard_run(big, fast, 2, c.address, ref, checkpoint_every=8))
     got = Counting(digest=True)
     calls = 0
     removed: list[Any] = []
@@ -427,11 +427,11 @@ def run(args: argparse.Namespace, c: Any, worker: Any, fruits: Path) -> int:
     def on_reply(_: Any) -> None:
         nonlocal calls
         calls += 1
-        if calls == total_calls // 3:
+        if calls == total_calls // 2:
             removed.append(asyncio.get_running_loop().run_in_executor(None, c.remove_node, worker))
 
     async def lossy() -> Any:
-        r = await shard_run(big, fast, 2, c.address, got, on_reply, checkpoint_every=16)
+        r = await shard_run(big, fast, 2, c.address, got, on_reply, checkpoint_every=8)
         await asyncio.gather(*removed)
         return r
 
@@ -440,10 +440,10 @@ def run(args: argparse.Namespace, c: Any, worker: Any, fruits: Path) -> int:
     lost = sum(ref.n.values()) - sum(got.n.values())
     same = ref.digests() == got.digests()
     print(
-        f"5. node loss during a {n:,}-tick replay (8 symbols, 2 shards, checkpoints every 16 calls)"
+        f"5. node loss during a {n:,}-tick replay (8 symbols, 2 shards, checkpoints every 8 calls)"
     )
     print(
-        f"   worker node removed after {total_calls // 3} calls; "
+        f"   worker node removed after {total_calls // 2} calls; "
         f"shards restarted: {rt.stats.restarts}, "
         f"calls replayed: {rt.stats.replayed}, replies dropped as duplicates: {rt.stats.duplicates}"
     )
