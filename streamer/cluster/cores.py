@@ -97,6 +97,8 @@ class ShardReply:
     busy: float = 0.0  # seconds spent decoding in the actor
     started: float = 0.0  # wall clock (time.time) at the call's start and end, for throughput
     ended: float = 0.0
+    cpu_start: float = 0.0  # the actor process's CPU seconds at the call's start and end: the
+    cpu_end: float = 0.0  # CPU it spends between calls is Ray's (arguments in, replies out)
     node: str = ""
     actor: str = ""
     state: ShardState | None = None  # the shard's checkpoint after this call, when asked for
@@ -125,6 +127,7 @@ class ShardCore:
         """Decode the chunks in order (each symbol's ticks in order): one call's reply, with
         the shard's checkpoint after it if asked for."""
         started = time.time()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         out: list[RegimeDecode] = []
         n = 0
@@ -145,7 +148,9 @@ class ShardCore:
         self.calls += 1
         self.busy += busy
         events, self._events = self._events, []
-        return ShardReply(seq, packed, n, events, busy, started, time.time(), state=state)
+        return ShardReply(
+            seq, packed, n, events, busy, started, time.time(), c0, time.process_time(), state=state
+        )
 
     def checkpoint(self) -> ShardState:
         """Every tracker of the shard as plain data (copies: safe to send and keep)."""
