@@ -30,7 +30,7 @@ from typing import Any
 from streamer.cluster.runtime import ClusterRuntime, call
 from streamer.errors import BankError, ConfigError, StreamerError
 from streamer.messages import Recognition, Utterance, WordEvent
-from streamer.speech.recognizer import REJECTED, PoolStats, RecognizerFactory
+from streamer.speech.recognizer import REJECTED, PoolStats, RecognizerFactory, take_slot
 
 
 @dataclass
@@ -130,16 +130,7 @@ class ClusterRecognizerPool:
             raise ConfigError("the recognizer pool is not started")
         if self._closed:
             raise ConfigError("the recognizer pool is closed")
-        if self._slots.locked():
-            t0 = self._loop.time()
-            await self._slots.acquire()
-            self.stats.waited += self._loop.time() - t0
-        else:
-            await self._slots.acquire()
-        self.stats.submitted += 1
-        fut: asyncio.Future[WordEvent] = self._loop.create_future()
-        slots = self._slots
-        fut.add_done_callback(lambda _f: slots.release())
+        fut = await take_slot(self._slots, self._loop, self.stats)
         self._queue.append(_Job(utt, fut, self.generation))
         self._dispatch()
         return fut

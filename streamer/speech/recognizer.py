@@ -278,6 +278,23 @@ class PoolStats:
     swap_failures: int = 0  # workers that could not load a swapped-in bank (kept the old one)
 
 
+async def take_slot(
+    slots: asyncio.Semaphore, loop: asyncio.AbstractEventLoop, stats: PoolStats
+) -> asyncio.Future[WordEvent]:
+    """Wait for room among a pool's pending utterances (the wait counted in `stats`), then
+    a future for the utterance's WordEvent that frees the room when it is done."""
+    if slots.locked():
+        t0 = loop.time()
+        await slots.acquire()
+        stats.waited += loop.time() - t0
+    else:
+        await slots.acquire()
+    stats.submitted += 1
+    fut: asyncio.Future[WordEvent] = loop.create_future()
+    fut.add_done_callback(lambda _f: slots.release())
+    return fut
+
+
 class RecognizerPool:
     """Recognise Utterances off the event loop; use as `async with RecognizerPool(...)`."""
 
@@ -452,15 +469,7 @@ class RecognizerPool:
             raise ConfigError("the recognizer pool is closed")
         if self._fatal:
             raise BankError(self._fatal)
-        if self._slots.locked():
-            t0 = self._loop.time()
-            await self._slots.acquire()
-            self.stats.waited += self._loop.time() - t0
-        else:
-            await self._slots.acquire()
-        self.stats.submitted += 1
-        fut: asyncio.Future[WordEvent] = self._loop.create_future()
-        fut.add_done_callback(lambda _f: self._slots.release())  # type: ignore[union-attr]
+        fut = await take_slot(self._slots, self._loop, self.stats)
         if self.kind == "inline":
             assert self._inline is not None
             rec, err = recognize_samples(self._inline, utt.samples, utt.rate, _where(utt))
