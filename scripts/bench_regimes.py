@@ -155,12 +155,12 @@ def run_tracker(
 
 def online(s: SyntheticSeries, config: TrackerConfig) -> Online:
     tr, dec, fil = run_tracker(s.times, s.prices, config)
-    assert tr.model is not None
+    assert tr.model is not None and tr.first_fit is not None
     ids: dict[str, int] = {}
     return Online(
         np.array([0] + [ids.setdefault(x, len(ids)) for x in fil]),
         np.array([0] + [ids.setdefault(x, len(ids)) for x in dec]),
-        tr.fits[0].model.k,
+        tr.first_fit.model.k,
         tr.model.k,
         tr.model.family,
     )
@@ -389,10 +389,12 @@ def bench_real(out: Path, config: TrackerConfig) -> None:
         png = plot(a, out / f"{path.stem}.png")
         dec, filt = dec[WARMUP:], filt[WARMUP:]
         ks = [f.model.k for f in tr.fits]
+        first = tr.first_fit
+        assert first is not None
         print(f"{path.name}: {len(series)} ticks")
         print(
-            f"  online: K={ks[0]} ({tr.fits[0].model.family}) at the first fit "
-            f"({st['first_fit_seconds']} s), K over the refits {sorted(set(ks))}, "
+            f"  online: K={first.model.k} ({first.model.family}) at the first fit "
+            f"({st['first_fit_seconds']} s), K over the last {len(ks)} fits {sorted(set(ks))}, "
             f"{st['k_changes']} changes of K, {st['refits']} refits; "
             f"{st['decoded']} decodes in {secs:.1f} s"
         )

@@ -802,6 +802,8 @@ class RegimeTracker:
     passed to `on_event` (the service publishes it on `status`).
     """
 
+    KEEP_FITS = 64  # fit reports kept in `fits` (the newest)
+
     def __init__(
         self,
         symbol: str = "",
@@ -821,7 +823,10 @@ class RegimeTracker:
         self._win: deque[tuple[float, float]] = deque(maxlen=self.config.window)
         self.decoder: RegimeDecoder | None = None
         self.job: FitJob | None = None
-        self.fits: list[FitReport] = []  # this run's reports (a restored tracker starts empty)
+        # this run's latest reports (a restored tracker starts empty); bounded, since a
+        # long-running service refits for ever
+        self.fits: deque[FitReport] = deque(maxlen=self.KEEP_FITS)
+        self.first_fit: FitReport | None = None  # this run's first report
         self.fit_count = 0  # fits installed over the tracker's whole life (the EM seed's offset)
         self.first_fit_seconds: float | None = None
         self.refits = 0
@@ -943,6 +948,8 @@ class RegimeTracker:
             raise RuntimeError("install() without a pending fit job")
         self.job = None
         self.fits.append(report)
+        if self.first_fit is None:
+            self.first_fit = report
         self.fit_count += 1
         if self.first_fit_seconds is None:
             self.first_fit_seconds = report.seconds

@@ -178,12 +178,24 @@ def test_warmup_is_buffered_then_decoded(series3: SyntheticSeries) -> None:
     assert tr.stats()["first_fit_seconds"] is not None
 
 
+def test_a_long_run_keeps_a_bounded_number_of_fit_reports(
+    series3: SyntheticSeries, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service refits for ever; the reports it keeps must not grow with it."""
+    monkeypatch.setattr(RegimeTracker, "KEEP_FITS", 2)
+    config = TrackerConfig(warmup=500, states=3, refit_every=500, swap_delay=30)
+    tr, _ = _decode_all(series3, config)
+    assert tr.fit_count == 5 and len(tr.fits) == 2
+    assert tr.first_fit is not None and tr.first_fit not in tr.fits
+
+
 def test_refits_swap_at_a_fixed_tick_and_keep_names(series3: SyntheticSeries) -> None:
     config = TrackerConfig(warmup=500, states=3, refit_every=500, swap_delay=30)
     tr, decodes = _decode_all(series3, config)
     # refits start at ticks 1000, 1500, 2000, 2500 (and 3000, too late to install)
     assert tr.refits == 4 and tr.relabels == 0
     assert len(tr.fits) == 5 and tr.job is not None
+    assert tr.first_fit is tr.fits[0]
     assert {d.regime for d in decodes} == {"calm", "normal", "turbulent"}
     # the same decodes whatever the chunking, per tick or in arrays
     tr2 = RegimeTracker("X", config)
