@@ -284,8 +284,8 @@ class ClusterConfig:
     shards: int | None = None  # regime shard actors (unset: one per cluster CPU, <= symbols)
     recognizers: int | None = None  # recognizer actors (unset: recognizer.workers)
     actor_cpus: float = 1.0  # CPUs each actor reserves on its node (fractions pack more)
-    batch_ms: float = 5.0  # a tick call carries this many ms of paced ticks (speed > 0)
-    batch_ticks: int = 4096  # and at most this many ticks (the batch at speed 0)
+    batch_ms: float = 5.0  # a tick call carries this many ms of paced or live-feed ticks
+    batch_ticks: int = 4096  # and at most this many (the batch at speed 0; a feed waits beyond)
     utterance_batch: int = 4  # utterances per recognizer call, at most
     in_flight: int = 2  # calls outstanding per actor; the sender waits beyond that
     checkpoint_every: int = 64  # tick calls between shard checkpoints (0 = recover from the start)

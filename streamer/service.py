@@ -368,19 +368,23 @@ class Service:
         if not (self.feeds or self.feed_connect):
             return
         f = self.config.feed
-        self.feed = TickFeed(
-            sink,
-            bind_to=self.feeds,
-            connect_to=self.feed_connect,
-            config=self.config.tracker,
-            symbols=f.symbols or None,
-            max_bytes=f.max_tick_bytes,
-            max_symbols=f.max_symbols,
-            context=self.context,
-            curve=curve,
-            on_event=self._status,
-            executor=self._fit_pool,
-        )
+        kw: dict[str, Any] = {
+            "bind_to": self.feeds,
+            "connect_to": self.feed_connect,
+            "config": self.config.tracker,
+            "symbols": f.symbols or None,
+            "max_bytes": f.max_tick_bytes,
+            "max_symbols": f.max_symbols,
+            "context": self.context,
+            "curve": curve,
+            "on_event": self._status,
+        }
+        if self.cluster is not None:  # checked here, decoded by the shard actors
+            from streamer.cluster.feed import ClusterTickFeed
+
+            self.feed = ClusterTickFeed(sink, self.cluster, self.config.cluster, **kw)
+        else:
+            self.feed = TickFeed(sink, executor=self._fit_pool, **kw)
         self.feed.open()
         if self.resume is not None:
             self.feed.core.restore(self.resume.trackers.get("feed", {}))
@@ -482,8 +486,8 @@ class Service:
                         return
                     if self.config.dashboard.http is not None:
                         await self._start_dashboard(stack, pub)
-                if self.ticks or self.feeds or self.feed_connect:
-                    sc = self.config.service
+                if (self.ticks or self.feeds or self.feed_connect) and self.cluster is None:
+                    sc = self.config.service  # (on the cluster the shard actors fit)
                     self._fit_pool = fit_executor(sc.fit_kind, sc.fit_workers)
                 self._open_feed(sink, curve)
                 if pub is not None and self.feed is not None:

@@ -18,11 +18,14 @@ from streamer.cluster.cores import (
     shard_of,
     unpack_decodes,
 )
+from streamer.cluster.feed import RoutingDecoder
 from streamer.cluster.ticks import plan_calls
 from streamer.config import ClusterConfig
 from streamer.errors import ConfigError
 from streamer.market.decoder import RegimeTracker, TrackerConfig
+from streamer.market.feed import TickDecoder
 from streamer.market.synthetic import RegimeSpec, simulate
+from streamer.net import protocol as P
 from streamer.speech.recognizer import FakeRecognizer
 
 from .market.conftest import write_csv
@@ -102,6 +105,39 @@ def test_a_shard_taken_up_from_its_checkpoint_goes_on_with_the_same_decodes() ->
     rest = unpack_decodes(again.push(1, [("X", s.times[700:], s.prices[700:])]).decodes)
     got = unpack_decodes(reply.decodes) + rest
     assert [d.to_wire() for d in got] == [d.to_wire() for d in expected]
+
+
+class _Shards:
+    """Stands in for the feed's shard links: keeps what is routed."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, list[float], list[float]]] = []
+        self.decoded: dict[str, int] = {}
+        self.warming = 0
+        self.skipped: dict[str, int] = {}
+
+    def put(self, symbol: str, ts: list[float], ps: list[float]) -> None:
+        self.got.append((symbol, ts, ps))
+
+
+def test_the_live_feed_on_the_cluster_checks_at_the_head_and_routes_in_order() -> None:
+    """The head keeps the single process's checks and counters (bad ticks dropped and counted,
+    the symbol limit) and hands each symbol's good ticks on, in order, decoding nothing."""
+    base = TickDecoder(TRACKER, parse=P.parse_tick, parse_many=P.parse_ticks, max_symbols=2)
+    shards = _Shards()
+    core = RoutingDecoder(base, shards)  # type: ignore[arg-type]
+    bodies = [P.encode_tick(s, 100.0 + i, 10.0 + i)[1] for i in range(3) for s in ("A", "B", "C")]
+    bodies.insert(4, b"{not json")
+    assert core.feed(bodies) == []
+    assert core.feed([P.encode_tick("A", 200.0, 1.0)[1]]) == []
+    assert [(s, ts) for s, ts, _ in shards.got] == [
+        ("A", [100.0, 101.0, 102.0]),
+        ("B", [100.0, 101.0, 102.0]),
+        ("A", [200.0]),
+    ]
+    st = core.stats()
+    assert st["accepted"] == 7 and st["symbols"] == 2 and st["decoded"] == 0
+    assert st["dropped"]["too_many_symbols"] == 3 and sum(st["dropped"].values()) == 4
 
 
 def test_a_recognizer_core_loads_a_bank_per_generation() -> None:

@@ -34,6 +34,9 @@ MISSING = "--cluster needs Ray, which is not installed: pip install 'streamer[cl
 
 def require_ray() -> Any:
     """The `ray` module, or a one-line ConfigError saying how to install it."""
+    # Ray's crash handler (a stack dump, then abort) would take SIGTERM over in this process,
+    # the service, whose SIGTERM must start a drain; read when Ray is first imported
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     try:
         import ray
     except ImportError:  # the optional extra is not installed

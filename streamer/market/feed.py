@@ -84,6 +84,11 @@ class TickDecoder:
         self._examples: set[str] = set()
         self._jobs: dict[str, FitJob] = {}  # symbol -> job handed to `submit`
 
+    @property
+    def known(self) -> Collection[str]:
+        """The symbols taken so far (`max_symbols` counts them)."""
+        return self.trackers
+
     def reject(self, kind: str, detail: str) -> None:
         """Count (and, the first time for `kind`, log) a dropped message."""
         self.received += 1
@@ -109,8 +114,9 @@ class TickDecoder:
                 if allowed is not None and symbol not in allowed:
                     self.reject("unknown_symbol", f"symbol {symbol!r}")
                     continue
-                if symbol not in self.trackers:
-                    if len(self.trackers) + new >= self.max_symbols:
+                known = self.known
+                if symbol not in known:
+                    if len(known) + new >= self.max_symbols:
                         self.reject("too_many_symbols", f"{symbol!r} beyond {self.max_symbols}")
                         continue
                     new += 1

@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -109,6 +109,9 @@ class TickFeed:
         self._fits: set[asyncio.Future[Any]] = set()
         self._auth = False
         self._error: BaseException | None = None
+        # awaited before each read when the ticks go on to another stage that can be full
+        # (the cluster's shards: `streamer.cluster.feed`); None: decoded here, never full
+        self._room: Callable[[], Awaitable[None]] | None = None
 
     async def __aenter__(self) -> TickFeed:
         self.open()
@@ -242,9 +245,12 @@ class TickFeed:
         since = loop.time()
         window = 0
         rate = 0.0  # messages per second, over the last window
+        room = self._room
         while not self._stopping:
             if self._error is not None:
                 raise self._error
+            if room is not None:
+                await room()  # the next stage is full: leave the ticks queued on the socket
             n = self._drain()
             now = loop.time()
             window += n
@@ -262,11 +268,21 @@ class TickFeed:
         waiter.unpoke()
         deadline = time.monotonic() + drain_timeout
         while time.monotonic() < deadline:
+            if room is not None:
+                await room()
             if self._drain():
                 await asyncio.sleep(0)  # a feed that keeps coming must not starve the loop
                 continue
             if not await waiter.wait(min(drain_quiet, deadline - time.monotonic())):
                 break
+        await self._settle(deadline)
+        if self._error is not None:
+            raise self._error
+        return self.stats()
+
+    async def _settle(self, deadline: float) -> None:
+        """After the last tick is taken: wait (until `deadline`) for pending first fits, so
+        their buffered warm-up ticks are decoded and published."""
         pending = [f for f in self._fits if not f.done()]
         if pending and self.core.pending_first_fits():
             left = deadline - time.monotonic()
@@ -274,7 +290,7 @@ class TickFeed:
                 await asyncio.wait(pending, timeout=left)
             await asyncio.sleep(0)  # let the done-callbacks install and publish
         if self._error is not None:
-            raise self._error
+            return
         waiting = self.core.pending_first_fits()
         if waiting:
             log.warning(
@@ -282,7 +298,6 @@ class TickFeed:
                 "buffered ticks are not decoded",
                 ", ".join(waiting),
             )
-        return self.stats()
 
 
 __all__ = ["TickFeed"]
