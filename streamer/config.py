@@ -165,6 +165,7 @@ class PublisherConfig:
     lossy: bool = False  # let ZeroMQ drop silently per slow subscriber instead of counting
     heartbeat: float = DEFAULT_HEARTBEAT  # seconds between heartbeats, at most 1
     metrics_interval: float = 5.0  # seconds between metrics messages (0 = only at the end)
+    summary_interval: float = 0.1  # seconds between per-symbol regime summaries (0 = none)
     wait_subscribers: int = 0  # start only once this many subscribers are connected
     wait_timeout: float | None = None  # give up waiting for them after this many s (unset: wait)
 
@@ -180,6 +181,11 @@ class PublisherConfig:
             self.metrics_interval >= 0,
             "publisher.metrics_interval",
             f"must be >= 0, not {self.metrics_interval}",
+        )
+        _check(
+            self.summary_interval >= 0 and math.isfinite(self.summary_interval),
+            "publisher.summary_interval",
+            f"must be >= 0, not {self.summary_interval}",
         )
         _check(
             self.wait_subscribers >= 0,
@@ -223,6 +229,7 @@ class DashboardConfig:
     stall_timeout: float = 10.0  # seconds a browser may leave a frame unread before it is dropped
     stale_after: float = 3.0  # seconds without a heartbeat before the page shows `stale`
     max_browsers: int = 16  # browsers at once; more are refused
+    prices: Literal["summary", "regime"] = "summary"  # the service's summaries, or every decode
 
     def __post_init__(self) -> None:
         _check(

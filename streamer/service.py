@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
+from streamer.audio.level import LevelMeter
 from streamer.audio.sources import AudioSource, DeviceEvent, MicSource, WavSource, find_input_device
 from streamer.config import Config
 from streamer.errors import ConfigError, StreamerError
@@ -124,6 +125,7 @@ def publisher_for(
         lossy=c.lossy,
         heartbeat=c.heartbeat,
         metrics_interval=c.metrics_interval,
+        summary_interval=c.summary_interval,
         curve=curve,
         context=context,
         latency=config.service.latency,
@@ -190,6 +192,7 @@ class Service:
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._sources: list[AudioSource] = []
+        self.meters: dict[str, LevelMeter] = {}  # audio level per stream while it runs
         self._signals = 0
         self._reaped: set[asyncio.Task[Any]] = set()
         self._bank_watch: asyncio.Task[None] | None = None
@@ -313,7 +316,12 @@ class Service:
         self._watch_bank(bank_path)
 
         async def one(src: AudioSource) -> None:
-            self.stream_stats.append(await run_stream(src, pool, sink, config=cfg))
+            meter = self.meters[src.stream] = LevelMeter()
+            try:
+                self.stream_stats.append(await run_stream(src, pool, sink, config=cfg, meter=meter))
+            finally:
+                if self.meters.get(src.stream) is meter:
+                    del self.meters[src.stream]
 
         for src in self._sources:
             tasks[asyncio.create_task(one(src), name=f"audio:{src.stream}")] = f"audio {src.stream}"
@@ -388,6 +396,15 @@ class Service:
         self.feed.open()
         if self.resume is not None:
             self.feed.core.restore(self.resume.trackers.get("feed", {}))
+
+    def audio_levels(self) -> dict[str, P.Level]:
+        """Each running stream's level since the last heartbeat (none: left out)."""
+        out = {}
+        for name, m in self.meters.items():
+            level = m.take()
+            if level is not None:
+                out[name] = P.Level(*level)
+        return out
 
     def speech_metrics(self) -> dict[str, Any]:
         """Words out per stream, errors, the pool's counters, audio dropped at capture."""
@@ -472,6 +489,7 @@ class Service:
                 if pub is not None:
                     await stack.enter_async_context(pub)
                     pub.add_metrics("speech", self.speech_metrics)
+                    pub.levels = self.audio_levels
                     pub.add_metrics("ticks", self.ticks_metrics)
                     if ck is not None:
                         pub.add_metrics("state", ck.stats)
@@ -515,6 +533,7 @@ class Service:
                     with contextlib.suppress(asyncio.CancelledError):
                         await self._checkpoints
                 if pub is not None:
+                    pub.publish_summaries()
                     pub.publish_metrics()
                     pub.status("stopped")  # last: a client that sees it has everything
                     if ck is not None and not self._force.is_set():

@@ -45,6 +45,7 @@ def dashboard_for(
         stall_timeout=d.stall_timeout,
         stale_after=d.stale_after,
         max_browsers=d.max_browsers,
+        prices=d.prices,
         curve=curve,
         context=context,
     )

@@ -1,7 +1,10 @@
 """The dashboard's thin asyncio shell: a ZeroMQ subscriber in, an HTTP + WebSocket server out.
 
 It subscribes like any client (`Subscriber`: the snapshot on join, seq gaps,
-reconnects, CURVE), feeds `DashboardState`, and serves the static page and one
+reconnects, CURVE) to words, the service's own topics and the per-symbol price
+`summary` messages (not every `regime` decode: at 50k ticks/s decoding those alone
+would take half a core, and the newest price would wait behind a queue), feeds
+`DashboardState`, and serves the static page and one
 WebSocket per browser (aiohttp). Every browser has its own sender task that
 builds a frame from its cursor only once the previous frame has been handed to
 the socket: at most one frame pending per browser, at most `frame_rate` frames
@@ -95,6 +98,7 @@ class DashboardServer:
         stall_timeout: float = 10.0,
         stale_after: float = 3.0,
         max_browsers: int = 16,
+        prices: str = P.SUMMARY,
         curve: CurveClient | None = None,
         context: zmq.Context[Any] | None = None,
     ) -> None:
@@ -104,10 +108,12 @@ class DashboardServer:
         self.stall_timeout = stall_timeout
         self.stale_after = stale_after
         self.max_browsers = max_browsers
+        if prices not in (P.SUMMARY, P.REGIME):
+            raise ConfigError(f"dashboard.prices: {P.SUMMARY} or {P.REGIME}, not {prices!r}")
         self.state = DashboardState(history=history, words=words, stale_after=stale_after)
         self.sub = Subscriber(
             connect,
-            [""],
+            [P.SPEECH, P.STATUS, P.METRICS, P.HEARTBEAT, prices],
             heartbeat_timeout=stale_after,
             curve=curve,
             context=context,
@@ -186,8 +192,12 @@ class DashboardServer:
         async for msg in self.sub:
             data = msg.data
             ingest(data)
-            if type(data) is P.Speech:
-                self._wake_all()  # words go out as they come, not on the clock
+            if type(data) is P.Speech or type(data) is P.Summary:
+                # words and price points go out as they come, not on the clock (which must
+                # not wake the browsers again for them: it would spend the frame slot the
+                # next summary needs, and that one would wait a whole period)
+                self._seen_version = self.state.version
+                self._wake_all()
             n += 1
             if n >= YIELD_EVERY:
                 # the subscriber returns without awaiting while input is queued: under a
@@ -239,6 +249,7 @@ class DashboardServer:
                 "dashboard": vars(self.stats),
                 "subscriber": self.sub.stats_dict(),
                 "received": self.state.received,
+                "ticks": sum(s.ticks for s in self.state.symbols.values()),
                 "connected": self.state.connected(now),
                 "browsers": [
                     {"frames": c.sent, "seconds": round(now - c.since, 3)} for c in self.clients

@@ -1,10 +1,13 @@
 """What the dashboard knows, and the frames it sends to browsers: a pure synchronous core.
 
 The service may publish tens of thousands of regime decodes a second; a browser
-wants a few chart points a second. So every price goes into the open *bucket*
-of its symbol (first, min, max, last price and the regime at the last), and
-`close_buckets` turns the open buckets into chart points once per frame period.
-A browser then gets at most one frame per period whatever the tick rate.
+wants a few chart points a second. So the service itself folds each symbol's
+decodes into a `summary` message a few times a second (first, low, high, last
+price and the latest decode), and each one becomes a chart point here. Taking
+every `regime` message instead (`[dashboard] prices = "regime"`, for a publisher
+that sends no summaries) puts every price into the open *bucket* of its symbol,
+and `close_buckets` turns the open buckets into chart points once per frame
+period. A browser gets at most one frame per period whatever the tick rate.
 
 Each browser has a `Cursor`: how many points per symbol and how many words it
 has already been sent. A frame carries only what is new to that browser (or
@@ -72,6 +75,18 @@ class _Symbol:
         b[4] = price
         b[5] = state
 
+    def merge(self, b: P.Summary) -> None:
+        """A summary's prices into the open bucket (which the caller closes at once)."""
+        o = self.open
+        if o is None:
+            self.open = [b.t, b.first, b.low, b.high, b.last, b.state]
+            return
+        o[0] = b.t
+        o[2] = min(o[2], b.low)
+        o[3] = max(o[3], b.high)
+        o[4] = b.last
+        o[5] = b.state
+
     def close(self) -> bool:
         if self.open is None:
             return False
@@ -108,6 +123,7 @@ class Health:
     subscribers: int | None = None
     state: str | None = None  # the service's status (running, draining, ...)
     dropped: int = 0  # messages the publisher reported dropped (metrics)
+    levels: dict[str, list[float]] = field(default_factory=dict)  # stream -> [rms, peak] dBFS
 
 
 class DashboardState:
@@ -133,6 +149,8 @@ class DashboardState:
         self.received += 1
         if isinstance(data, P.Regime):
             self._regime(data)
+        elif isinstance(data, P.Summary):
+            self._summary(data)
         elif isinstance(data, P.Speech):
             self._speech(data)
         elif isinstance(data, P.Heartbeat):
@@ -144,10 +162,27 @@ class DashboardState:
             self.health.state = data.state
             self.version += 1
 
-    def _regime(self, b: P.Regime) -> None:
-        s = self.symbols.get(b.symbol)
+    def _symbol(self, name: str) -> _Symbol:
+        s = self.symbols.get(name)
         if s is None:
-            s = self.symbols[b.symbol] = _Symbol(self.history)
+            s = self.symbols[name] = _Symbol(self.history)
+        return s
+
+    def _summary(self, b: P.Summary) -> None:
+        """A symbol's decodes over the service's summary interval: one chart point."""
+        s = self._symbol(b.symbol)
+        s.merge(b)
+        s.close()
+        s.ticks += b.ticks
+        s.t, s.price, s.state, s.ts, s.probs = b.t, b.last, b.state, b.regime_ts, b.probs
+        if b.regime != s.regime:
+            s.regime = b.regime
+            s.names[b.state] = b.regime
+        self.latest = s
+        self.version += 1
+
+    def _regime(self, b: P.Regime) -> None:
+        s = self._symbol(b.symbol)
         t, price, state = b.t, b.price, b.state
         s.add(t, price, state)
         s.ticks += 1
@@ -182,6 +217,8 @@ class DashboardState:
         h.session = b.session
         if isinstance(b.subscribers, int):
             h.subscribers = b.subscribers
+        levels = b.levels if isinstance(b.levels, dict) else {}
+        h.levels = {k: [v.rms_dbfs, v.peak_dbfs] for k, v in levels.items()}
 
     def close_buckets(self) -> int:
         """Turn every open bucket into a chart point; how many were closed."""
@@ -244,6 +281,7 @@ class DashboardState:
             "subscribers": h.subscribers,
             "state": h.state,
             "dropped": h.dropped,
+            "levels": h.levels if self.connected(now) else {},
             **self._lags(),
             **(extra or {}),
         }

@@ -1,7 +1,7 @@
 """The wire protocol (docs/protocol.md): the one module that knows what goes on the wire.
 
 Every message is two frames, ``[topic, body]``. The topic is a kind (``speech``,
-``regime``, ``heartbeat``, ``status``, ``metrics``), optionally followed by
+``regime``, ``summary``, ``heartbeat``, ``status``, ``metrics``), optionally followed by
 ``.KEY`` for finer prefix filtering (``regime.BTC-USD``); ZeroMQ filters by
 prefix, so subscribing to the bare kind gets every key. The body is UTF-8 JSON
 with the envelope ``v`` (schema version), ``seq`` (consecutive per topic frame,
@@ -38,7 +38,8 @@ REGIME = "regime"
 HEARTBEAT = "heartbeat"
 STATUS = "status"
 METRICS = "metrics"
-KINDS = (SPEECH, REGIME, HEARTBEAT, STATUS, METRICS)
+SUMMARY = "summary"
+KINDS = (SPEECH, REGIME, HEARTBEAT, STATUS, METRICS, SUMMARY)
 
 TICK = "tick"  # input: outside producers -> the service's tick feed
 TICK_TOPIC = b"tick"
@@ -132,6 +133,13 @@ class Regime(Envelope, kw_only=True):
     smoothed_t: Opt[float] = UNSET
 
 
+class Level(Struct):
+    """One audio stream's level over the last heartbeat interval (full scale is 0 dBFS)."""
+
+    rms_dbfs: Annotated[float, Meta(ge=-120, le=0, description="RMS, dBFS (silence: -120)")]
+    peak_dbfs: Annotated[float, Meta(ge=-120, le=0, description="peak sample, dBFS")]
+
+
 class Heartbeat(Envelope, kw_only=True):
     """Publisher liveness, at least once a second; topic `heartbeat`."""
 
@@ -142,6 +150,12 @@ class Heartbeat(Envelope, kw_only=True):
     subscribers: Opt[NonNegInt] = UNSET
     snapshot: Opt[Annotated[str | None, Meta(description="snapshot endpoint")]] = UNSET
     last: LastSeqs
+    levels: Opt[
+        Annotated[
+            dict[str, Level],
+            Meta(description="audio level per capture stream that had samples since the last"),
+        ]
+    ] = UNSET
 
 
 class Status(Envelope, kw_only=True):
@@ -177,6 +191,29 @@ class Metrics(Envelope, kw_only=True):
     ticks: Opt[dict[str, Any]] = UNSET
 
 
+class Summary(Envelope, kw_only=True):
+    """A symbol's regime decodes over the last summary interval; topic `summary.SYMBOL`.
+
+    For clients that want a chart, not every decode (the dashboard): one message per
+    symbol and interval, whatever the tick rate.
+    """
+
+    symbol: Annotated[str, Meta(min_length=1)]
+    ticks: Annotated[int, Meta(ge=1, description="decodes in the interval")]
+    t0: Annotated[float, Meta(description="tick time of the first, UNIX seconds")]
+    t: Annotated[float, Meta(description="tick time of the last, UNIX seconds")]
+    first: Annotated[float, Meta(gt=0)]
+    low: Annotated[float, Meta(gt=0)]
+    high: Annotated[float, Meta(gt=0)]
+    last: Annotated[float, Meta(gt=0)]
+    state: Annotated[int, Meta(ge=0, description="the last decode's decided regime")]
+    regime: Annotated[str, Meta(description="its name")]
+    probs: Annotated[list[Prob], Meta(min_length=1, description="the last decode's probs")]
+    changes: Annotated[int, Meta(ge=0, description="decodes in the interval that changed regime")]
+    regime_ts: Annotated[float, Meta(description="publish time of the last decode (its `ts`)")]
+    regime_seq: Annotated[int, Meta(ge=0, description="its seq on `regime.SYMBOL`")]
+
+
 class Tick(Struct):
     """A price tick from an outside producer; topic `tick` (input)."""
 
@@ -206,13 +243,14 @@ class SnapshotRequest(Struct, kw_only=True):
     topics: list[str]
 
 
-Body = Speech | Regime | Heartbeat | Status | Metrics | Envelope
+Body = Speech | Regime | Heartbeat | Status | Metrics | Summary | Envelope
 TYPES: dict[str, type[Body]] = {
     SPEECH: Speech,
     REGIME: Regime,
     HEARTBEAT: Heartbeat,
     STATUS: Status,
     METRICS: Metrics,
+    SUMMARY: Summary,
 }
 SCHEMA_TYPES: dict[str, type[Struct]] = {**TYPES, TICK: Tick, "snapshot": SnapshotMeta}
 
@@ -611,6 +649,7 @@ __all__ = [
     "SPEECH",
     "STATES",
     "STATUS",
+    "SUMMARY",
     "TICK",
     "TICK_PROBLEMS",
     "TICK_TOPIC",
@@ -622,6 +661,7 @@ __all__ = [
     "Candidate",
     "Envelope",
     "Heartbeat",
+    "Level",
     "Message",
     "Metrics",
     "Regime",
@@ -630,6 +670,7 @@ __all__ = [
     "Speech",
     "State",
     "Status",
+    "Summary",
     "Tick",
     "all_schemas",
     "builtins",

@@ -21,7 +21,11 @@ Loss is a choice here, made up front and reported, not an accident:
 - Heartbeats go out every `heartbeat` seconds (and at once when someone
   subscribes to them, so a joining client need not wait for the next one),
   carrying the last seq per topic so a subscriber can also see losses at the
-  tail of a stream.
+  tail of a stream. They also carry the audio level of each capture stream
+  (`levels`, set by the service), where the dashboard shows it.
+- Every `summary_interval` seconds (0.1) each symbol's decodes since the last
+  time go out as one `summary.SYMBOL` message (`streamer.net.summary`), for
+  clients that draw charts and need not decode every tick.
 - Subscribers are counted from XPUB's subscription messages: a subscriber is a
   subscription that receives heartbeats (``heartbeat``, or a prefix of it such
   as everything), which `streamer.net.Subscriber` always makes last. So
@@ -61,6 +65,7 @@ from streamer.net.sockets import (
     sync_socket,
     term_context,
 )
+from streamer.net.summary import Summaries
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +92,7 @@ class Publisher:
         lossy: bool = False,
         heartbeat: float = P.DEFAULT_HEARTBEAT,
         metrics_interval: float = 5.0,
+        summary_interval: float = 0.1,
         curve: CurveServer | None = None,
         context: zmq.Context[Any] | None = None,
         linger: float = 2.0,
@@ -102,6 +108,8 @@ class Publisher:
             raise ConfigError(f"--heartbeat must be in (0, 1] seconds, not {heartbeat}")
         if metrics_interval < 0:
             raise ConfigError(f"--metrics-interval must be >= 0, not {metrics_interval}")
+        if summary_interval < 0:
+            raise ConfigError(f"--summary-interval must be >= 0, not {summary_interval}")
         self.requested = endpoint
         self.endpoint = endpoint
         if snapshot is True:
@@ -114,6 +122,11 @@ class Publisher:
         self.policy = "lossy" if lossy else "nodrop"
         self.heartbeat_interval = heartbeat
         self.metrics_interval = metrics_interval
+        self.summary_interval = summary_interval
+        # per-symbol summaries of the regime decodes (docs/protocol.md, `summary`), if wanted
+        self.summaries: Summaries | None = Summaries() if summary_interval > 0 else None
+        # the audio level per capture stream for the heartbeats (the service sets it)
+        self.levels: Callable[[], dict[str, P.Level]] | None = None
         self.curve = curve
         self.linger = linger
         self.latency = latency
@@ -330,6 +343,9 @@ class Publisher:
         """Publish regime decodes (the hot path: one timestamp, typed bodies); how many went out."""
         sock = self._alive()
         ts = self.clock()
+        if self.summaries is not None:
+            decodes = decodes if isinstance(decodes, list | tuple) else list(decodes)
+            self.summaries.add(decodes, ts)
         topics = self._regime_topics
         seqs = self._seq
         send = _raw_send.__get__(sock)
@@ -402,6 +418,7 @@ class Publisher:
                 subscribers=self.subscribers,
                 snapshot=self.snapshot_endpoint,
                 last=last,
+                levels=(self.levels() or P.UNSET) if self.levels is not None else P.UNSET,
             )
         )
 
@@ -455,6 +472,22 @@ class Publisher:
 
     def publish_metrics(self) -> bool:
         return self.publish_body(P.METRICS, self.metrics())
+
+    def publish_summaries(self) -> int:
+        """Send the per-symbol summaries gathered since the last call; how many went out."""
+        if not self.summaries:
+            return 0
+        topics = self._regime_topics
+        seqs = self._seq
+
+        def regime_seq(symbol: str) -> int:
+            t = topics.get(symbol)
+            return seqs.get(t, 0) - 1 if t is not None else 0
+
+        n = 0
+        for m in self.summaries.take(regime_seq):
+            n += self.publish_message(m, key=m.symbol)
+        return n
 
     # -- subscribers and snapshots --------------------------------------------------------------
 
@@ -551,6 +584,7 @@ class Publisher:
         now = loop.time()
         next_hb = now
         next_metrics = now + self.metrics_interval if self.metrics_interval else math.inf
+        next_summary = now + self.summary_interval if self.summary_interval else math.inf
         next_auth = now + 2.0
         while True:
             now = loop.time()
@@ -560,11 +594,14 @@ class Publisher:
             if now >= next_metrics:
                 self.publish_metrics()
                 next_metrics = max(next_metrics + self.metrics_interval, now + 0.001)
+            if now >= next_summary:
+                self.publish_summaries()
+                next_summary = max(next_summary + self.summary_interval, now + 0.001)
             if self._auth is not None and now >= next_auth:
                 self._auth.reload()
                 next_auth = now + 2.0
             # publishing from other tasks can consume the descriptor's wake-up: never sleep long
-            timeout = min(next_hb, next_metrics, now + 0.1) - loop.time()
+            timeout = min(next_hb, next_metrics, next_summary, now + 0.1) - loop.time()
             await waiter.wait(timeout)
             # read whether or not the wait saw the edge: a send (a heartbeat) can consume it
             self._read_subscriptions()

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from streamer.audio.level import LevelMeter
 from streamer.audio.segmenter import Segmenter, SegmenterConfig
 from streamer.audio.sources import AudioSource
 from streamer.messages import Sink, Utterance, WordEvent
@@ -46,11 +47,12 @@ async def run_stream(
     *,
     config: SegmenterConfig | None = None,
     timer: Callable[[], float] = time.perf_counter,
+    meter: LevelMeter | None = None,
 ) -> StreamStats:
     """Replay or capture one stream to its end; every utterance's event is out on return.
 
     ``sink.publish(event, delay)`` gets each event with the wall seconds since
-    the segmenter closed its utterance.
+    the segmenter closed its utterance. `meter` measures the audio's level as it passes.
     """
     cfg = config or SegmenterConfig(rate=source.rate)
     seg = Segmenter(cfg, stream=source.stream)
@@ -84,6 +86,8 @@ async def run_stream(
     try:
         async with contextlib.aclosing(source.__aiter__()) as chunks:
             async for chunk in chunks:
+                if meter is not None:
+                    meter.add(chunk.samples)
                 utts = seg.feed(chunk)
                 if utts:
                     await submit_all(utts)

@@ -3,7 +3,8 @@ killing it is a real publisher dying): the real `Publisher` sending real word ev
 regime decodes, each command answered with one JSON line on stdout saying what went out.
 
 Commands: ``ticks SYMBOL N`` (N decodes of a random walk, regimes changing as it goes),
-``word STREAM LABEL CONFIDENCE`` (``-`` for no label), ``quit``.
+``word STREAM LABEL CONFIDENCE`` (``-`` for no label), ``level STREAM AMPLITUDE`` (the
+heartbeats report the level a meter reads from a sine of that amplitude), ``quit``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ import random
 import sys
 import time
 
+import numpy as np
+
+from streamer.audio.level import LevelMeter
 from streamer.messages import Recognition, RegimeDecode, WordEvent
+from streamer.net import protocol as P
 from streamer.net.publisher import Publisher
 
 NAMES = ("calm", "normal", "turbulent")
@@ -26,11 +31,13 @@ async def main(endpoint: str) -> None:
     t: dict[str, float] = {}
     state: dict[str, int] = {}
     utterance: dict[str, int] = {}
+    levels: dict[str, P.Level] = {}
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     async with Publisher(endpoint, heartbeat=0.2, metrics_interval=1.0) as pub:
         pub.status("running")
+        pub.levels = lambda: dict(levels)
         print(json.dumps({"ready": pub.endpoint, "session": pub.session}), flush=True)
         while line := (await reader.readline()).decode():
             cmd, *args = line.split()
@@ -56,6 +63,13 @@ async def main(endpoint: str) -> None:
                 rec = Recognition(label, conf, (("apple", -10.0), ("kiwi", -12.5)), "apple")
                 pub.publish(WordEvent(stream, i, 0.5 * i, 0.5 * i + 0.4, rec))
                 out = {"stream": stream, "label": label, "confidence": conf}
+            elif cmd == "level":
+                stream, amp = args[0], float(args[1])
+                meter = LevelMeter()
+                meter.add((amp * 32767 * np.sin(np.arange(8000) * 0.3)).astype(np.int16))
+                rms, peak = meter.take() or (0.0, 0.0)
+                levels[stream] = P.Level(rms, peak)
+                out = {"stream": stream, "rms_dbfs": rms, "peak_dbfs": peak}
             elif cmd == "quit":
                 break
             print(json.dumps(out), flush=True)

@@ -217,6 +217,14 @@ def test_the_chart_keeps_growing(rig: Rig) -> None:
     assert rig.page.locator('[data-testid="chart-BTC"] canvas').count() == 1
 
 
+def test_the_audio_level_shows_in_the_health_panel(rig: Rig) -> None:
+    sent = rig.pub.send("level mic 0.1")  # a sine at -20 dBFS peak, -23 dBFS RMS
+    wait_text(rig.page, "mic-level", f"{sent['rms_dbfs']:.1f} dBFS")
+    assert -23.5 < sent["rms_dbfs"] < -22.5
+    title = rig.page.get_attribute('[data-testid="mic-level"]', "title") or ""
+    assert f"peak {sent['peak_dbfs']:.1f} dBFS" in title
+
+
 def test_a_killed_publisher_shows_stale_and_a_restarted_one_connected(rig: Rig) -> None:
     wait_text(rig.page, "connection", "connected")
     rig.pub.kill()

@@ -110,3 +110,42 @@ def test_metrics_drops_and_the_service_state_are_reported() -> None:
     s.ingest(P.Status(v=1, seq=0, ts=0.0, state="draining", session="s"))
     h = s.frame(Cursor(), 0.0)["health"]
     assert (h["dropped"], h["subscribers"], h["state"]) == (4, 3, "draining")
+
+
+def summary(sym: str, t: float, prices: tuple[float, float, float, float], state: int,
+            ticks: int = 100, seq: int = 0) -> P.Summary:  # fmt: skip
+    names = ("calm", "turbulent")
+    first, low, high, last = prices
+    return P.Summary(
+        v=1, seq=seq, ts=1.7e9 + t + 0.05, symbol=sym, ticks=ticks, t0=t - 0.1, t=t,
+        first=first, low=low, high=high, last=last, state=state, regime=names[state],
+        probs=[0.9, 0.1] if state == 0 else [0.2, 0.8], changes=0, regime_ts=1.7e9 + t,
+        regime_seq=ticks * (seq + 1) - 1,
+    )  # fmt: skip
+
+
+def test_each_summary_is_a_chart_point_and_its_price_is_as_old_as_its_last_decode() -> None:
+    s = DashboardState()
+    s.ingest(summary("X", 1.0, (10.0, 9.0, 12.0, 11.0), 0, seq=0))
+    s.ingest(summary("X", 2.0, (11.0, 10.5, 13.0, 12.5), 1, seq=1))
+    assert s.close_buckets() == 0  # already points: nothing waits for the clock
+    f = s.frame(Cursor(), now=0.0)
+    x = f["symbols"]["X"]
+    assert x["points"] == [[1.0, 10.0, 9.0, 12.0, 11.0, 0], [2.0, 11.0, 10.5, 13.0, 12.5, 1]]
+    assert (x["regime"], x["price"], x["ticks"], x["names"]) == (
+        "turbulent", 12.5, 200, ["calm", "turbulent"],
+    )  # fmt: skip
+    assert x["ts"] == 1.7e9 + 2.0  # the decode's publish time, not the summary's
+
+
+def test_heartbeat_levels_are_shown_while_connected() -> None:
+    s = DashboardState(stale_after=3.0)
+    hb = P.Heartbeat(
+        v=1, seq=0, ts=0.0, session="s", interval=0.5, last={},
+        levels={"mic": P.Level(rms_dbfs=-31.5, peak_dbfs=-12.0)},
+    )  # fmt: skip
+    s.ingest(hb, 100.0)
+    assert s.frame(Cursor(), 100.5)["health"]["levels"] == {"mic": [-31.5, -12.0]}
+    assert s.frame(Cursor(), 104.0)["health"]["levels"] == {}  # stale: no level to trust
+    s.ingest(P.Heartbeat(v=1, seq=1, ts=0.0, session="s", interval=0.5, last={}), 105.0)
+    assert s.frame(Cursor(), 105.0)["health"]["levels"] == {}  # no stream had samples

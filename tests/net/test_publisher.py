@@ -38,7 +38,7 @@ async def test_every_message_follows_its_schema_and_seq_is_consecutive(
         finally:
             sock.close()
     kinds = {P.kind_of(t) for t, _ in got}
-    assert kinds == {"speech", "regime", "heartbeat", "status", "metrics"}
+    assert kinds == {"speech", "regime", "summary", "heartbeat", "status", "metrics"}
     last: dict[str, int] = {}
     for topic, body in got:
         validate_message(validators, topic, body)

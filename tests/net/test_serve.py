@@ -313,3 +313,39 @@ async def test_second_sigterm_cuts_the_drain_short(
     assert rc == 1, err
     assert took < 1.0, f"{took:.2f} s"
     assert "SIGTERM: stopping now" in err
+
+
+async def test_heartbeats_carry_the_level_of_each_audio_stream(
+    zctx: zmq.Context[Any], ipc: Callable[[str], str], tmp_path: Path,
+    validators: dict[str, Any],
+) -> None:  # fmt: skip
+    """A replayed WAV of a known sine: its level in the heartbeats, gone when the file ends."""
+    from streamer.audio.wav import write_wav
+    from streamer.speech.recognizer import fake_factory
+
+    rate, amp = 8000, 0.25
+    t = np.arange(int(1.2 * rate)) / rate
+    wav = tmp_path / "tone.wav"
+    write_wav(wav, amp * np.sin(2 * np.pi * 300 * t), rate)
+    pub = ipc("pub")
+    args = serve_args([str(wav), "--pub", pub, "--worker-kind", "thread", "--speed", "1",
+                       "--wait-subscribers", "1", "--metrics-interval", "0",
+                       "--heartbeat", "0.2"])  # fmt: skip
+    service = Service(args, context=zctx, recognizer_factory=fake_factory(), tune_gc=False)
+    got: list[P.Message] = []
+    async with Subscriber(pub, ["heartbeat", "status"], context=zctx) as sub:
+        collector = asyncio.create_task(collect_until_stopped(sub, got))
+        assert await asyncio.wait_for(service.run(), 20) == 0
+        await asyncio.wait_for(collector, 10)
+    levels = [
+        m.data.levels[str(wav)]
+        for m in got
+        if isinstance(m.data, P.Heartbeat) and isinstance(m.data.levels, dict)
+    ]
+    assert len(levels) >= 3  # ~1.2 s of audio, a heartbeat every 0.2 s
+    rms, peak = 20 * np.log10(amp / np.sqrt(2)), 20 * np.log10(amp)  # -15.1 and -12.0 dBFS
+    full = [lv for lv in levels if abs(lv.peak_dbfs - peak) < 0.2]  # whole intervals of tone
+    assert full and all(abs(lv.rms_dbfs - rms) < 0.3 for lv in full)
+    assert service.meters == {}  # the file ended: no level left to report
+    for m in got:
+        validate_message(validators, m.topic, m.body)

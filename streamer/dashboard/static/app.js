@@ -71,6 +71,7 @@
     $("lag").title = h.lag_ms === null ? "" : `latest decode published ${fmt(h.lag_ms, 0)} ms ago`;
     $("service-state").textContent = h.state || "–";
     $("browsers").textContent = `${h.browsers} (${h.browsers_dropped} dropped)`;
+    renderLevels(h.levels || {});
     for (const w of f.words) addWord(w);
     if (f.words.length) renderWords();
     const nowS = Date.now() / 1000;
@@ -82,6 +83,20 @@
       if (fresh && dash.lags.length < MAX_LAGS) dash.lags.push(nowS - d.ts);
     }
     setConnection();
+  }
+
+  // the audio level of each capture stream (microphone or replayed file): RMS dBFS, peak on hover
+  function renderLevels(levels) {
+    const el = $("mic-level");
+    const names = Object.keys(levels).sort();
+    const text = names.length === 0 ? "–" : names.map((n) => {
+      const [rms] = levels[n];
+      return (names.length > 1 ? n.split("/").pop() + " " : "") + fmt(rms, 1) + " dBFS";
+    }).join(" · ");
+    if (el.textContent !== text) el.textContent = text;
+    el.title = names.map((n) => `${n}: RMS ${fmt(levels[n][0], 1)} dBFS, peak ${fmt(levels[n][1], 1)} dBFS`)
+      .join("\n");
+    el.dataset.levels = JSON.stringify(levels);
   }
 
   function reset() {
