@@ -34,7 +34,8 @@ COMMANDS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser, or with `only` just that one's (imports only its module)."""
     parser = argparse.ArgumentParser(
         prog="streamer",
         description="Streaming recognizer: words from audio, regimes from prices, over ZeroMQ.",
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.set_defaults(run_command=None)  # no COMMAND given: help
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else (only,):
         try:
             mod = importlib.import_module(f"streamer.commands.{name}")
         except ModuleNotFoundError as e:
@@ -57,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `streamer COMMAND ...` imports that command alone: `streamer dashboard` need not load
+    # the recognizer and the HMM stack of the others (seconds on a slow machine)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(first if first in COMMANDS else None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),

@@ -38,8 +38,7 @@ from streamer.audio.sources import MIC_BLOCK_MS
 from streamer.cluster.address import parse_address
 from streamer.errors import ConfigError
 from streamer.fits import FitKind
-from streamer.market.decoder import TrackerConfig
-from streamer.market.stream import TicksConfig
+from streamer.market.settings import TicksConfig, TrackerConfig
 from streamer.net.protocol import DEFAULT_HEARTBEAT, DEFAULT_HWM, DEFAULT_PUB, MAX_TICK_BYTES
 
 WorkerKind = Literal["process", "thread", "inline"]

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import webrtcvad
-from scipy.signal import butter, sosfilt
 
 from streamer.errors import ConfigError
 from streamer.messages import AudioChunk, Utterance
@@ -216,6 +215,10 @@ class Segmenter:
         self._sos: np.ndarray | None = None
         self._zi: np.ndarray | None = None
         if cfg.highpass_hz > 0:
+            # scipy here, not at import: a second of start-up for the commands that never segment
+            from scipy.signal import butter, sosfilt
+
+            self._sosfilt = sosfilt
             self._sos = butter(4, cfg.highpass_hz, btype="high", fs=cfg.rate, output="sos")
             self._zi = np.zeros((self._sos.shape[0], 2))
         self._pos = 0  # stream sample of the next frame to process
@@ -319,7 +322,7 @@ class Segmenter:
         f = buf[:whole].astype(np.float64) * (1.0 / 32768.0)
         if self._sos is not None:
             # the filter's state carries over, so any chunking gives the same energies
-            f, self._zi = sosfilt(self._sos, f, zi=self._zi)
+            f, self._zi = self._sosfilt(self._sos, f, zi=self._zi)
         f = f.reshape(-1, n)
         powers = np.einsum("ij,ij->i", f, f) / n
         out: list[Utterance] = []

@@ -14,8 +14,6 @@ from math import gcd
 from pathlib import Path
 
 import numpy as np
-from scipy.io import wavfile
-from scipy.signal import resample_poly
 
 from streamer.errors import AudioError
 
@@ -75,6 +73,8 @@ def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     """Polyphase resampling (anti-aliased) from `rate` to `target` Hz."""
     if rate == target or x.size == 0:
         return x.astype(np.float32, copy=False)
+    from scipy.signal import resample_poly  # here: scipy.signal costs a second to import
+
     g = gcd(int(rate), int(target))
     y: np.ndarray = resample_poly(x, target // g, rate // g)
     return y.astype(np.float32)
@@ -109,6 +109,8 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
             warnings.simplefilter("ignore")
             import io
 
+            from scipy.io import wavfile
+
             rate, data = wavfile.read(io.BytesIO(raw))
     except (ValueError, struct.error, EOFError) as e:
         raise AudioError(f"{path}: unreadable WAV ({e})") from None
@@ -123,6 +125,8 @@ def load_audio(path: str | Path, rate: int = CANONICAL_RATE) -> np.ndarray:
 
 def write_wav(path: str | Path, x: np.ndarray, rate: int = CANONICAL_RATE) -> None:
     """Write float audio in [-1, 1] as 16-bit PCM (clipped)."""
+    from scipy.io import wavfile
+
     pcm = np.clip(np.asarray(x, dtype=np.float64) * 32768.0, -32768, 32767).astype(np.int16)
     wavfile.write(str(path), int(rate), pcm)
 

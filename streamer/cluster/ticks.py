@@ -43,7 +43,8 @@ from streamer.cluster.runtime import ClusterRuntime, call, lost_errors
 from streamer.config import ClusterConfig
 from streamer.errors import ConfigError, TickError
 from streamer.market.decoder import TrackerConfig
-from streamer.market.stream import TicksConfig, _symbols, load_tick_files
+from streamer.market.settings import symbols_of
+from streamer.market.stream import TicksConfig, load_tick_files
 from streamer.messages import Sink
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ async def run_ticks_cluster(
     files = list(ticks.files)
     if not files:
         return {"ticks": 0, "decoded": 0, "skipped": {}, "refits": 0, "symbols": {}}
-    symbols = _symbols(files, list(ticks.symbols))
+    symbols = symbols_of(files, list(ticks.symbols))
     if not speed >= 0:
         raise ConfigError(f"--speed must be >= 0, not {speed}")
     series = await asyncio.to_thread(load_tick_files, ticks, config.warmup)

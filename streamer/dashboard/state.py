@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamer.market.model import REGIME_NAMES
+from streamer.market.settings import REGIME_NAMES
 from streamer.net import protocol as P
 
 

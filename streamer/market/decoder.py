@@ -70,30 +70,21 @@ from scipy.special import gammaln
 
 from streamer.errors import ConfigError, TickError
 from streamer.market.model import (
-    DEFAULT_K_MARGIN,
-    DEFAULT_STICKINESS,
-    FAMILIES,
     FitReport,
     RegimeModel,
     carry_names,
     fit_regimes,
 )
+from streamer.market.settings import MAX_WARMUP, MIN_WARMUP, TrackerConfig
 from streamer.messages import RegimeDecode, Tick
 
 log = logging.getLogger(__name__)
 
-MIN_WARMUP = 50
-MAX_WARMUP = 1500
 GAP_FACTOR = 10.0  # a tick more than this many dt_ref after the previous one counts as a gap
 _LOG2PI = math.log(2.0 * math.pi)
 _INF = math.inf
 _NEVER = sys.maxsize
 REBASE_TICKS = 500  # a swapped-in model's filter is run over this many recent ticks
-# the decision's defaults: a regime must be more likely than all others together, with
-# odds of at least 3:2; one tick is enough (a longer dwell costs accuracy on regimes that
-# last tens of ticks: see scripts/bench_regimes.py)
-DEFAULT_LEVEL = 0.6
-DEFAULT_DWELL = 1
 
 
 def _describe(model: RegimeModel) -> str:
@@ -704,54 +695,6 @@ class RegimeDecoder:
             np.zeros(0, dtype=np.int64),
             z,
         )
-
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    """How a `RegimeTracker` warms up, refits, smooths and decides (counts are in ticks)."""
-
-    warmup: int = 1000  # ticks buffered before the first fit (50..1500)
-    states: int | None = None  # K, or None: chosen by BIC over 1..5 at every fit
-    refit_every: int = 500  # start a refit every N ticks after the first fit (0 = never)
-    window: int = 5000  # refits use the last N ticks
-    lag: int = 10  # fixed-lag smoothing (0 = no smoothed state)
-    restarts: int = 4  # EM starts per K for the first fit
-    refit_restarts: int = 2  # for refits: the old model as a warm start, plus fresh ones
-    swap_delay: int = 50  # ticks between starting a refit and using its model
-    stickiness: float = DEFAULT_STICKINESS  # prior weight on staying in a regime (see model.py)
-    emissions: str = "auto"  # gaussian, student, or auto: chosen by held-out likelihood
-    k_margin: float = DEFAULT_K_MARGIN  # BIC points a change of K or emissions must win by
-    level: float = DEFAULT_LEVEL  # the published state moves to a regime once its P >= level
-    dwell: int = DEFAULT_DWELL  # ... for this many ticks in a row
-    seed: int = 0  # random seed of the EM starts
-
-    def __post_init__(self) -> None:
-        if not MIN_WARMUP <= self.warmup <= MAX_WARMUP:
-            raise ConfigError(
-                f"--warmup must be between {MIN_WARMUP} and {MAX_WARMUP} ticks, not {self.warmup}"
-            )
-        if self.states is not None and not 1 <= self.states <= 5:
-            raise ConfigError(f"--states must be between 1 and 5, not {self.states}")
-        if self.refit_every < 0:
-            raise ConfigError(f"--refit-every must be >= 0, not {self.refit_every}")
-        if self.window < self.warmup:
-            raise ConfigError(f"the refit window ({self.window}) is shorter than the warm-up")
-        if not 0 <= self.lag <= 1000:
-            raise ConfigError(f"--lag must be between 0 and 1000, not {self.lag}")
-        if self.restarts < 1 or self.refit_restarts < 1:
-            raise ConfigError("restarts must be >= 1")
-        if self.swap_delay < 0:
-            raise ConfigError(f"swap_delay must be >= 0, not {self.swap_delay}")
-        if self.emissions not in ("auto", *FAMILIES):
-            raise ConfigError(
-                f"--emissions must be auto, gaussian or student, not {self.emissions!r}"
-            )
-        if not self.k_margin >= 0:
-            raise ConfigError(f"--k-margin must be >= 0, not {self.k_margin}")
-        if not 0.0 <= self.level < 1.0:
-            raise ConfigError(f"--decision-level must be in [0, 1), not {self.level}")
-        if not 1 <= self.dwell <= 10_000:
-            raise ConfigError(f"--decision-dwell must be between 1 and 10000, not {self.dwell}")
 
 
 @dataclass(frozen=True, eq=False)

@@ -70,20 +70,16 @@ from scipy.optimize import linear_sum_assignment
 
 from streamer.errors import ConfigError, TickError
 from streamer.hmmcompat import set_iterations
+from streamer.market.settings import (
+    DEFAULT_K_MARGIN,
+    DEFAULT_STICKINESS,
+    FAMILIES,
+    REGIME_NAMES,
+)
 from streamer.market.student import DF_MAX, StudentHMM, t_logpdf
 
 NAME_ORDER = ("quiet", "calm", "normal", "turbulent", "crisis")  # by volatility
-REGIME_NAMES: dict[int, tuple[str, ...]] = {
-    1: ("normal",),
-    2: ("calm", "turbulent"),
-    3: ("calm", "normal", "turbulent"),
-    4: ("calm", "normal", "turbulent", "crisis"),
-    5: ("quiet", "calm", "normal", "turbulent", "crisis"),
-}
 DEFAULT_KS = (1, 2, 3, 4, 5)
-FAMILIES = ("gaussian", "student")
-DEFAULT_STICKINESS = 0.2
-DEFAULT_K_MARGIN = 10.0  # BIC points: "very strong" evidence (Kass and Raftery 1995)
 TRANS_FLOOR = 1e-6
 _VAR_FLOOR = 1e-4  # in units of the window's variance
 _MIN_OBS_PER_PARAM = 5

@@ -18,8 +18,6 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,34 +29,9 @@ from streamer.market.decoder import (
     decode_arrays,
     decode_stream,
 )
+from streamer.market.settings import TicksConfig, symbols_of
 from streamer.market.ticks import Clock, TickSeries, pace, read_csv
 from streamer.messages import Sink
-
-
-@dataclass(frozen=True)
-class TicksConfig:
-    """Price CSVs replayed as live tick streams, one regime tracker each."""
-
-    files: tuple[Path, ...] = ()  # price CSVs to replay and decode
-    symbols: tuple[str, ...] = ()  # symbol per file, in order (default: the file's name)
-    time_column: str | None = None  # time column (unset: detected)
-    price_column: str | None = None  # price column (unset: detected)
-
-    def __post_init__(self) -> None:
-        _symbols(list(self.files), list(self.symbols))
-
-
-def _symbols(files: list[Path], given: list[str] | None) -> list[str]:
-    given = list(given or [])
-    if len(given) > len(files):
-        raise ConfigError(f"{len(given)} --symbol for {len(files)} --ticks files")
-    names = given + [f.stem for f in files[len(given) :]]
-    dup = [s for s, n in Counter(names).items() if n > 1]
-    if dup:
-        raise ConfigError(
-            f"symbol {dup[0]!r} is used for two --ticks files; name them with --symbol"
-        )
-    return names
 
 
 def load_tick_files(ticks: TicksConfig, warmup: int) -> list[TickSeries]:
@@ -109,7 +82,7 @@ async def run_ticks(
     files = list(ticks.files)
     if not files:
         return {"ticks": 0, "decoded": 0, "skipped": {}, "refits": 0, "symbols": {}}
-    symbols = _symbols(files, list(ticks.symbols))
+    symbols = symbols_of(files, list(ticks.symbols))
     if not speed >= 0:
         raise ConfigError(f"--speed must be >= 0, not {speed}")
     series = load_tick_files(ticks, config.warmup)

@@ -125,3 +125,18 @@ def test_bad_http_address_and_a_taken_port_are_one_line_errors(
         assert main(["dashboard", "--http", f"127.0.0.1:{taken.getsockname()[1]}"]) == 2
     err = capsys.readouterr().err
     assert "cannot listen" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_dashboard_command_loads_without_the_model_stack() -> None:
+    """`streamer dashboard` imports its own command only, and no scipy, hmmlearn or sklearn:
+    seconds of start-up on a busy machine that a web page does not need."""
+    code = (
+        "import sys\n"
+        "from streamer.cli import build_parser\n"
+        "args = build_parser('dashboard').parse_args(['dashboard', '--connect', 'tcp://127.0.0.1:1'])\n"
+        "import streamer.dashboard\n"
+        "heavy = ('scipy', 'hmmlearn', 'sklearn', 'streamer.market.model', 'streamer.speech')\n"
+        "print(args.command, [m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split(maxsplit=1) == ["dashboard", "[]\n"]
