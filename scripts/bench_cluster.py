@@ -1,6 +1,6 @@
 """Benchmark: the service on a Ray cluster, beside the single-process service (issue 14).
 
-    .venv/bin/python scripts/bench_cluster.py [--ticks 1000000] [--quick]
+    .venv/bin/python scripts/bench_cluster.py [--ticks 1000000] [--quick] [--publication]
 
 Runs itself inside a private network namespace (loopback only; root, ``unshare
 --net``: streamer.cluster.netns) and starts a two-node `ray.cluster_utils.Cluster`
@@ -27,6 +27,10 @@ there, one CPU per node, so a 2-core machine is two one-core nodes. In one run:
 5. **A node lost during a long replay** (``--ticks``, default 1M): the worker node is
    removed half way in; every symbol's decodes are counted and compared
    (by digest) with the run that lost nothing: lost, duplicated, different.
+6. **Publication, both designs** (alone: ``--publication``): decodes back to the head's
+   `Publisher` (in use) vs shard actors publishing their own decodes into an XSUB/XPUB
+   proxy on the head; messages/s at one plain subscriber, the head's CPU a message, and
+   the latency from a tick's due time to the subscriber at a paced rate.
 
 Tick decoding here runs without refits (``refit_every=0``) in sections 2-5 so that
 the figures are the decode path's (a refit is a fit every N ticks, a workload of its
@@ -42,7 +46,7 @@ import os
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +259,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ticks", type=int, default=1_000_000, help="ticks in the node-loss replay")
     ap.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    ap.add_argument(
+        "--publication", action="store_true", help="only section 6 (head publisher vs a proxy)"
+    )
     args = ap.parse_args()
     reexec_in_namespace()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -289,6 +296,9 @@ def run(args: argparse.Namespace, c: Any, worker: Any, fruits: Path) -> int:
 
     quick = args.quick
     ok = True
+    if args.publication:
+        print_publication(publication_paths(c.address, quick))
+        return 0
 
     # 1. same output ---------------------------------------------------------------------------
     refits = TrackerConfig(warmup=500, refit_every=1000, window=3000)
@@ -476,8 +486,303 @@ def run(args: argparse.Namespace, c: Any, worker: Any, fruits: Path) -> int:
     )
     print(f"   replay wall time {wall:.1f} s")
     ok &= lost == 0 and got.dups == 0 and same
-    print(f"\nload average at the end: {loadavg()}")
+
+    # 6. publication paths -----------------------------------------------------------------------
+    print()
+    print_publication(publication_paths(c.address, quick))
+    print(f"load average at the end: {loadavg()}")
     return 0 if ok else 1
+
+
+# -- 6. publication: back to the head's publisher, or through an XSUB/XPUB proxy ------------------
+
+
+class ProxyShard:
+    """The alternative design: a shard actor that publishes its decodes itself, into an
+    XSUB/XPUB proxy on the head (the encoding and per-topic seq of `Publisher.publish_many`,
+    the same raw sends); its replies carry only a count."""
+
+    def __init__(self, cfg: Any, endpoint: str) -> None:
+        import zmq
+
+        from streamer.cluster.cores import ShardCore
+
+        self.core = ShardCore(cfg)
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.XPUB)  # XPUB: it sees the subscription come through
+        self.sock.sndhwm = 0
+        self.sock.connect(endpoint)
+        self.topics: dict[str, bytes] = {}
+        self.seqs: dict[bytes, int] = {}
+
+    def subscribed(self, timeout: float) -> bool:
+        return bool(self.sock.poll(int(timeout * 1000))) and self.sock.recv()[:1] == b"\x01"
+
+    def push(self, chunks: Any) -> int:
+        import zmq
+
+        from streamer.net import protocol as P
+
+        out = []
+        for symbol, t, p in chunks:
+            out.extend(self.core.tracker(symbol).push_many(t, p))
+        ts = time.time()
+        send = zmq.backend.Socket.send.__get__(self.sock)
+        topics, seqs, encode = self.topics, self.seqs, P.encode_regime
+        for d in out:
+            topic = topics.get(d.symbol)
+            if topic is None:
+                topic = topics[d.symbol] = P.topic(P.REGIME, d.symbol).encode()
+            seq = seqs.get(topic, 0)
+            seqs[topic] = seq + 1
+            send(topic, zmq.SNDMORE, False)
+            send(encode(d, seq, ts), 0, False)
+        return len(out)
+
+
+class ProxyLink:
+    """`ShardLink.send` for a `ProxyShard`: calls in order, at most `in_flight` outstanding."""
+
+    def __init__(self, actor: Any, in_flight: int) -> None:
+        self.actor = actor
+        self.in_flight = in_flight
+        self.window: Any = deque()
+        self.published = 0
+
+    async def send(self, chunks: Any) -> None:
+        from streamer.cluster.runtime import call
+
+        if len(self.window) >= self.in_flight:
+            self.published += await self.window.popleft()
+        self.window.append(call(self.actor.push, chunks))
+
+    async def drain(self) -> None:
+        while self.window:
+            self.published += await self.window.popleft()
+
+
+def run_proxy(front: str, back: str) -> None:
+    """The proxy process: XSUB (nodes connect) to XPUB (subscribers connect), in C."""
+    import zmq
+
+    ctx = zmq.Context()
+    xsub, xpub = ctx.socket(zmq.XSUB), ctx.socket(zmq.XPUB)
+    xsub.rcvhwm = xpub.sndhwm = 0
+    xsub.bind(front)
+    xpub.bind(back)
+    zmq.proxy(xsub, xpub)
+
+
+def run_subscriber(endpoint: str, expected: int, every: int, q: Any) -> None:
+    """A plain SUB: counts the regime messages; the arrival of message expected/10 and of the
+    last; every `every`-th message's symbol, tick time and arrival (for latency)."""
+    import json
+
+    import zmq
+
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.SUB)
+    s.rcvhwm = 0
+    s.setsockopt(zmq.SUBSCRIBE, b"regime")
+    s.connect(endpoint)
+    n, first, t_first = 0, max(1, expected // 10), 0.0
+    raw = []
+    wait = 120_000  # the first message: after the shards' first fits
+    while n < expected and s.poll(wait):
+        wait = 5000
+        _, body = s.recv_multipart()
+        n += 1
+        if n == first:
+            t_first = time.time()
+        if n % every == 0:
+            raw.append((body, time.time()))
+    t_last = time.time()
+    samples = []
+    for body, at in raw:
+        d = json.loads(body)
+        samples.append((d["symbol"], d["t"], at))
+    q.put((n, first, t_first, t_last, samples))
+    s.close(0)
+    ctx.term()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        return int(so.getsockname()[1])
+
+
+def publication_paths(address: str, quick: bool) -> dict[str, Any]:
+    """Both designs, two shards on two nodes, one plain subscriber on the head:
+    throughput (every tick at once) and latency (4k ticks a second, after the first 4 s)."""
+    import multiprocessing as mp
+
+    import psutil
+    import ray
+
+    from streamer.cluster.cores import shard_of, unpack_decodes
+    from streamer.cluster.runtime import ClusterRuntime, call
+    from streamer.cluster.ticks import ShardLink, _send_all, _send_paced
+    from streamer.config import ClusterConfig
+    from streamer.market.decoder import TrackerConfig
+    from streamer.net.publisher import Publisher
+
+    spawn = mp.get_context("spawn")
+    # quick first fits (a few hundred ms, not seconds on a loaded core): the latency is
+    # measured after them, and at once they are a small part of the run
+    cfg = TrackerConfig(warmup=200, refit_every=0, states=2, restarts=1, emissions="gaussian")
+    per = 30_000 if quick else 60_000
+    arrays = make_ticks(balanced_symbols(4), per, seed=7)
+    expected = sum(len(t) - 1 for t, _ in arrays.values())
+    paced_speed = 1000.0  # ticks a second per symbol: 4k decodes/s in all, for 8 s
+    paced = {s: (t[:8000], p[:8000]) for s, (t, p) in arrays.items()}
+    paced_expected = sum(len(t) - 1 for t, _ in paced.values())
+    cc = ClusterConfig(address=address, shards=2, actor_cpus=0.5)
+    out: dict[str, Any] = {}
+
+    def subscriber(endpoint: str, n: int) -> tuple[Any, Any]:
+        q = spawn.Queue()
+        proc = spawn.Process(target=run_subscriber, args=(endpoint, n, 50, q), daemon=True)
+        proc.start()
+        return proc, q
+
+    def result(name: str, q: Any, proc: Any, start: float, speed: float, cpu: float) -> None:
+        n, first, t_first, t_last, samples = q.get(timeout=120)
+        proc.join(10)
+        lat = []
+        for sym, t, at in samples:
+            t0 = float(arrays[sym][0][0])
+            due = start + (t - t0) / speed if speed else 0.0
+            if speed and (t - t0) / speed > 4.0:  # after the actors' start and first fits
+                lat.append(at - due)
+        out[name] = {
+            "received": n,
+            "rate": (n - first) / (t_last - t_first) if t_last > t_first else 0.0,
+            "head_cpu_us": cpu / max(n, 1) * 1e6,
+            "p50_ms": float(np.percentile(lat, 50)) * 1e3 if lat else None,
+            "p99_ms": float(np.percentile(lat, 99)) * 1e3 if lat else None,
+        }
+
+    async def feed(links: list[Any], data: dict[str, Any], speed: float) -> None:
+        """The ticks into the links as the service sends them: paced, or all at once."""
+        if speed:
+            await _send_paced(links, data, 2, speed, cc)
+            return
+        by: dict[int, list[Any]] = defaultdict(list)
+        for s, (t, p) in data.items():
+            by[shard_of(s, 2)].append((s, t, p))
+        await asyncio.gather(*(_send_all(links[i], c, cc.batch_ticks) for i, c in by.items()))
+
+    # A: replies to the head, published by the head's Publisher (the design in use)
+    for name, data, speed, n in (
+        ("head", arrays, 0.0, expected),
+        ("head_paced", paced, paced_speed, paced_expected),
+    ):
+        ep = f"tcp://127.0.0.1:{free_port()}"
+
+        async def head_run(
+            ep: str, data: dict[str, Any], speed: float, n: int
+        ) -> tuple[float, float, Any, Any]:
+            rt = ClusterRuntime(cc)
+            rt.connect()
+            async with Publisher(ep, snapshot=False, metrics_interval=0, hwm=0) as pub:
+
+                def deliver(reply: Any) -> None:
+                    pub.publish_many(unpack_decodes(reply.decodes))
+
+                links = [ShardLink(i, rt, cfg, cc.in_flight, deliver) for i in range(2)]
+                for link in links:
+                    link.start()
+                await asyncio.gather(*(call(link.actor.where) for link in links))  # started
+                proc, q = subscriber(ep, n)
+                while "regime" not in pub.subscriptions:  # a plain SUB: no heartbeats
+                    await asyncio.sleep(0.01)
+                collectors = [asyncio.create_task(link.collect()) for link in links]
+                c0 = time.process_time()
+                start = time.time()
+                await feed(links, data, speed)
+                for link in links:
+                    link.close()
+                await asyncio.gather(*collectors)
+                cpu = time.process_time() - c0
+                for link in links:
+                    rt.kill(link.actor)
+                return start, cpu, proc, q
+
+        start, cpu, proc, q = asyncio.run(head_run(ep, data, speed, n))
+        result(name, q, proc, start, speed, cpu)
+
+    # B: shards publish into an XSUB/XPUB proxy on the head
+    for name, data, speed, n in (
+        ("proxy", arrays, 0.0, expected),
+        ("proxy_paced", paced, paced_speed, paced_expected),
+    ):
+        front, back = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+        proxy = spawn.Process(target=run_proxy, args=(front, back), daemon=True)
+        proxy.start()
+        proc, q = subscriber(back, n)
+        cls = ray.remote(ProxyShard).options(num_cpus=0.5, scheduling_strategy="SPREAD")
+        actors = [cls.remote(cfg, front) for _ in range(2)]
+        assert all(ray.get([a.subscribed.remote(30) for a in actors]))
+
+        async def proxy_run(
+            actors: list[Any], data: dict[str, Any], speed: float
+        ) -> tuple[float, float]:
+            links = [ProxyLink(a, cc.in_flight) for a in actors]
+            c0 = time.process_time()
+            start = time.time()
+            await feed(links, data, speed)
+            for link in links:
+                await link.drain()
+            return start, time.process_time() - c0
+
+        ps = psutil.Process(proxy.pid)
+        p0 = sum(ps.cpu_times()[:2])
+        start, driver_cpu = asyncio.run(proxy_run(actors, data, speed))
+        result(name, q, proc, start, speed, 0.0)
+        out[name]["head_cpu_us"] = (
+            (sum(ps.cpu_times()[:2]) - p0) / max(out[name]["received"], 1) * 1e6
+        )
+        out[name]["driver_cpu_us"] = driver_cpu / max(out[name]["received"], 1) * 1e6
+        for a in actors:
+            ray.kill(a)
+        proxy.terminate()
+        proxy.join(5)
+    out["expected"] = expected
+    out["paced_expected"] = paced_expected
+    return out
+
+
+def print_publication(r: dict[str, Any]) -> None:
+    h, x, hp, xp = r["head"], r["proxy"], r["head_paced"], r["proxy_paced"]
+    print(
+        "6. publication: decodes back to the head's publisher (in use) or published by the "
+        "shards through an XSUB/XPUB proxy on the head"
+    )
+    print(
+        f"   2 shards on 2 nodes, 4 symbols, one plain SUB on the head; {r['expected']:,} decodes"
+    )
+    print(f"   {'':40s}{'head publisher':>16s}    XSUB/XPUB proxy")
+    rows = [
+        ("messages/s at the subscriber (at once)", f"{h['rate']:,.0f}", f"{x['rate']:,.0f}"),
+        (
+            "head CPU a message (at once)",
+            f"{h['head_cpu_us']:.2f} us",
+            f"{x['head_cpu_us']:.2f} us  (the proxy; + {x['driver_cpu_us']:.2f} us Ray calls)",
+        ),
+        ("tick due -> subscriber at 4k/s, p50", f"{hp['p50_ms']:.2f} ms", f"{xp['p50_ms']:.2f} ms"),
+        (
+            "                                  p99",
+            f"{hp['p99_ms']:.2f} ms",
+            f"{xp['p99_ms']:.2f} ms",
+        ),
+    ]
+    for label, a, b in rows:
+        print(f"   {label:40s}{a:>16s}    {b}")
+    got = (h["received"], x["received"], hp["received"], xp["received"])
+    print(f"   received: {got} of {r['expected']:,} / {r['paced_expected']:,}\n")
 
 
 def serialization_cost(
