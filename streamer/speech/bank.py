@@ -17,6 +17,7 @@ loaded with `allow_pickle=False`. Nothing in it can execute code.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import warnings
@@ -412,13 +413,15 @@ class WordBank:
         tmp.replace(path)  # atomic: a running service never sees half a bank
 
     @classmethod
-    def load(cls, path: str | Path) -> WordBank:
-        """Read a bank saved by `save`. Corrupt, truncated, foreign or newer files: BankError."""
+    def load(cls, path: str | Path, data: bytes | None = None) -> WordBank:
+        """Read a bank saved by `save` (from `data`, the file's bytes read earlier, if given).
+
+        Corrupt, truncated, foreign or newer files: BankError."""
         path = Path(path)
-        if not path.is_file():
+        if data is None and not path.is_file():
             raise BankError(f"{path}: no such bank file")
         try:
-            with np.load(path, allow_pickle=False) as z:
+            with np.load(path if data is None else io.BytesIO(data), allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
             raise BankError(f"{path}: not a readable bank file ({_short(e)})") from None

@@ -312,7 +312,11 @@ class BankWatcher:
         if sig is None or sig == self._sig or sig == self._bad:
             return False
         try:
-            bank = await asyncio.to_thread(WordBank.load, self.path)
+            data = await asyncio.to_thread(self.path.read_bytes)
+            bank = await asyncio.to_thread(WordBank.load, self.path, data)
+        except OSError as e:  # gone between the look and the read: the next poll tries again
+            log.debug("bank file %s: %s", self.path, e)
+            return False
         except BankError as e:
             self._bad = sig
             self.ignored += 1
@@ -320,7 +324,7 @@ class BankWatcher:
             return False
         self._sig = sig
         self._bad = None
-        gen = self.pool.swap(bank_factory(self.path))
+        gen = self.pool.swap(bank_factory(self.path, data))  # the bytes checked, not the file
         self.swaps += 1
         self._say(
             "reloaded",

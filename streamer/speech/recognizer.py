@@ -83,15 +83,24 @@ class UtterancePool(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _load_bank(path: str) -> Recognizer:
+def _load_bank(path: str, data: bytes | None = None) -> Recognizer:
     from streamer.speech.bank import WordBank
 
-    return WordBank.load(path)
+    return WordBank.load(path, data)
 
 
-def bank_factory(path: str | Path) -> RecognizerFactory:
-    """A picklable factory that loads the bank at `path` (in each worker)."""
-    return functools.partial(_load_bank, str(path))
+def bank_factory(path: str | Path, data: bytes | None = None) -> RecognizerFactory:
+    """A picklable factory that loads the bank at `path` as it is now (in each worker).
+
+    The file's bytes (`data`, or read here) travel with the factory, so a worker
+    started later, such as a crashed one's replacement, gets this same bank even
+    when the file has changed or is half-written by then. An unreadable file is
+    left for the worker to report (BankError at the pool's start).
+    """
+    if data is None:
+        with contextlib.suppress(OSError):
+            data = Path(path).read_bytes()
+    return functools.partial(_load_bank, str(path), data)
 
 
 class FakeRecognizer:
@@ -276,6 +285,7 @@ class PoolStats:
     crashed_utterances: list[str] = field(default_factory=list)
     swaps: int = 0  # new banks swapped in
     swap_failures: int = 0  # workers that could not load a swapped-in bank (kept the old one)
+    workers: list[int] = field(default_factory=list)  # pids of the live worker processes
 
 
 async def take_slot(
@@ -454,6 +464,7 @@ class RecognizerPool:
                 w.job = None
             self._stop_worker(w)
         self._workers.clear()
+        self.stats.workers.clear()
         if self._threads is not None:
             self._threads.shutdown(wait=False, cancel_futures=True)
         if self._started is not None and not self._started.done():
@@ -571,6 +582,7 @@ class RecognizerPool:
             tag, info, kind = msg
             if tag == "ready":
                 w.ready, w.pid = True, info
+                self.stats.workers.append(info)
                 started = self._started
                 if started and not started.done() and all(x.ready for x in self._workers):
                     started.set_result(None)
@@ -604,6 +616,8 @@ class RecognizerPool:
         code = w.proc.exitcode
         if w in self._workers:
             self._workers.remove(w)
+        if w.pid in self.stats.workers:
+            self.stats.workers.remove(w.pid)
         if self._closed:
             return
         if not w.ready:

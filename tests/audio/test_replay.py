@@ -25,8 +25,10 @@ def fake_bank(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     import streamer.service as service
     from streamer.speech.bank import WordBank
 
-    monkeypatch.setattr(WordBank, "load", classmethod(lambda cls, p: recognizer.FakeRecognizer()))
-    monkeypatch.setattr(service, "bank_factory", lambda p: recognizer.fake_factory())
+    monkeypatch.setattr(
+        WordBank, "load", classmethod(lambda cls, p, data=None: recognizer.FakeRecognizer())
+    )
+    monkeypatch.setattr(service, "bank_factory", lambda p, data=None: recognizer.fake_factory())
     return str(tmp_path / "fake.npz")
 
 

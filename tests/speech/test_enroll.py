@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -158,6 +160,31 @@ async def test_the_watcher_swaps_a_changed_bank_and_ignores_a_broken_one(
         assert (await pool.recognize(u)).recognition.label == "cherry"
     assert [k for k, _ in events] == ["ignored", "reloaded"]
     assert "cherry" in events[-1][1]
+
+
+async def test_a_replacement_worker_gets_the_bank_even_after_the_file_broke(
+    tmp_path: Path,
+) -> None:
+    """A worker that dies is replaced with the bank the pool was given, not with whatever the
+    file holds by then (half a bank being copied in, say): one bad moment must not take
+    every stream down."""
+    path = tmp_path / "bank.npz"
+    shutil.copy(default_bank_path(), path)
+    said = synthesize("kiwi", HELDOUT_VOICES[1])
+    u = Utterance("s", 0, said, 8000, 0.0, said.size / 8000, said.size / 8000)
+    async with RecognizerPool(bank_factory(path), workers=1, kind="process") as pool:
+        first = await pool.recognize(u)
+        path.write_bytes(b"half a bank")
+        (pid,) = pool.stats.workers
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(200):  # the pool notices, and starts a new worker
+            if pool.stats.crashes:
+                break
+            await asyncio.sleep(0.02)
+        again = await pool.recognize(u)
+        assert pool.stats.crashes == 1 and pool.stats.workers and pool.stats.workers != [pid]
+    assert first.error is None and again.error is None
+    assert again.recognition.label == first.recognition.label
 
 
 async def test_a_bank_swapped_mid_stream_drops_nothing(tmp_path: Path, cherry: WordBank) -> None:

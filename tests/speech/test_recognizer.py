@@ -102,6 +102,8 @@ async def test_a_crashed_worker_is_reported_and_replaced_and_nothing_after_it_is
         events = [await f for f in futs]
         after = await pool.recognize(_utt(9))
         pids_after = {w.pid for w in pool._workers}
+        ready = {w.pid for w in pool._workers if w.ready}
+        assert set(pool.stats.workers) == ready  # the live workers, in the metrics
     assert [e.index for e in events] == list(range(8))
     bad = events[3]
     assert bad.recognition.label is None and "crashed" in (bad.error or "")
