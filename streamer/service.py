@@ -59,7 +59,7 @@ from streamer.speech.recognizer import (
     UtterancePool,
     bank_factory,
 )
-from streamer.state import Checkpointer, Resume
+from streamer.state import SEQ_FILE, Checkpointer, Resume, SeqJournal
 
 if TYPE_CHECKING:  # Ray is imported only with --cluster
     from streamer.cluster.runtime import ClusterRuntime
@@ -202,6 +202,7 @@ class Service:
         self.resume: Resume | None = None
         self._tick_trackers: dict[str, RegimeTracker] = {}  # CSV replays' (for checkpoints)
         self._checkpoints: asyncio.Task[None] | None = None
+        self._journal: SeqJournal | None = None
         self._fit_pool: Executor | None = None  # where regime fits run (streamer.fits)
 
     # -- stopping -------------------------------------------------------------------------------
@@ -280,8 +281,11 @@ class Service:
             from streamer.speech.bank import WordBank
 
             bank_path = rc.bank if rc.bank is not None else default_bank_path()
-            WordBank.load(bank_path)  # a bad bank is one clear error before anything runs
-            factory = bank_factory(bank_path)
+            data: bytes | None = None
+            with contextlib.suppress(OSError):  # (a missing file: BankError just below)
+                data = Path(bank_path).read_bytes()
+            WordBank.load(bank_path, data)  # a bad bank is one clear error before anything runs
+            factory = bank_factory(bank_path, data)  # these bytes, whatever the file becomes
         chunk_ms = self.config.audio.block_ms(self.speed)
         for a in self.audio:
             try:
@@ -475,6 +479,11 @@ class Service:
                 resume=self.resume,
                 epoch=ck.epoch if ck is not None else None,
             )
+            if ck is not None:
+                # words, status and metrics: a restart must not reuse their seqs (streamer.state)
+                kept = {t: n for t, n in pub.next_seqs().items() if not t.startswith(P.REGIME)}
+                self._journal = SeqJournal(ck.dir / SEQ_FILE, ck.epoch, kept)
+                pub.on_seq = self._journal.note
             pub.sources = (
                 [f"audio:{a}" for a in self.audio]
                 + (["mic"] if self.mic else [])
@@ -543,6 +552,8 @@ class Service:
                 self._checkpoints.cancel()
             if self.checkpointer is not None:
                 await self.checkpointer.flush()
+            if self._journal is not None:
+                self._journal.close()
             if self._bank_watch is not None:
                 self._bank_watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -14,12 +14,22 @@ first new tick (no warm-up), `seq` goes on from the checkpoint under the same
 checkpoint are decoded again and published again with the same seq (at least
 once on the wire; `streamer.net.Subscriber` drops the repeats). A corrupt or
 foreign state file is one `StateError` (exit 2); ``--cold-start`` ignores it.
+
+Words, status and metrics are not published again after a restart (audio in
+flight is lost, a replayed WAV starts over with new words), so their seq must
+not go back to the checkpoint's: a subscriber would take a new word for a
+repeat and drop it. Their next seq is also kept in ``DIR/seqs.json``, rewritten
+in place on every such message (`SeqJournal`: one small write, which outlives a
+SIGKILL of the process though not a power cut), and a restart takes the larger
+of the two.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -34,6 +44,8 @@ from streamer.market.decoder import OnEvent, RegimeTracker, TrackerConfig
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.npz"
+SEQ_FILE = "seqs.json"
+_SEQ_BLOCK = 4096  # the journal is rewritten in place, padded to whole blocks
 SOURCES = ("ticks", "feed")  # where trackers live: CSV replays, the live tick feed
 
 
@@ -96,9 +108,12 @@ class Checkpointer:
                 raise StateError(f"{self.path}: a tracker under an unknown key {key!r}")
             groups[source][symbol] = tr
         self.epoch = epoch
+        next_seqs = {str(t): int(n) for t, n in seqs.items()}
+        for t, n in SeqJournal.read(self.dir / SEQ_FILE, epoch).items():
+            next_seqs[t] = max(n, next_seqs.get(t, 0))
         return Resume(
             epoch,
-            {str(t): int(n) for t, n in seqs.items()},
+            next_seqs,
             groups,
             float(extra.get("saved_at", 0.0)),
             self.path,
@@ -154,4 +169,56 @@ class Checkpointer:
         }
 
 
-__all__ = ["STATE_FILE", "Checkpointer", "Resume"]
+class SeqJournal:
+    """The next seq of the topics a restart does not publish again, kept on disk as it goes.
+
+    `note(topic, next_seq)` rewrites ``DIR/seqs.json`` in place (one `pwrite` of a
+    padded JSON object, no fsync): cheap enough for every word and status message,
+    and what the kernel has taken survives the process being killed.
+    """
+
+    def __init__(self, path: Path, epoch: str, seqs: dict[str, int] | None = None) -> None:
+        self.path = path
+        self.epoch = epoch
+        self.seqs: dict[str, int] = dict(seqs or {})
+        self.errors = 0
+        self._size = _SEQ_BLOCK
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._write()
+
+    @staticmethod
+    def read(path: Path, epoch: str) -> dict[str, int]:
+        """The journal's seqs if it belongs to `epoch` (anything unreadable: none)."""
+        try:
+            doc = json.loads(path.read_bytes().rstrip() or b"{}")
+            if not isinstance(doc, dict) or doc.get("epoch") != epoch:
+                return {}
+            return {str(t): int(n) for t, n in dict(doc.get("seqs") or {}).items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}
+
+    def note(self, topic: bytes, next_seq: int) -> None:
+        self.seqs[topic.decode()] = next_seq
+        self._write()
+
+    def _write(self) -> None:
+        if self._fd is None:
+            return
+        data = json.dumps({"epoch": self.epoch, "seqs": self.seqs}).encode()
+        while len(data) > self._size:
+            self._size += _SEQ_BLOCK
+        try:
+            os.pwrite(self._fd, data.ljust(self._size), 0)
+        except OSError as e:  # a full disk must not stop the service (the checkpoint says so)
+            self.errors += 1
+            if self.errors == 1:
+                log.warning("seq journal not written: %s", e)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+__all__ = ["SEQ_FILE", "STATE_FILE", "Checkpointer", "Resume", "SeqJournal"]

@@ -158,6 +158,9 @@ class Publisher:
         self._auth: Any = None
         self._closed = False
         self._warned: set[str] = set()
+        # told the next seq after each message other than a regime or a heartbeat (the
+        # service's `streamer.state.SeqJournal`: those are not published again after a crash)
+        self.on_seq: Callable[[bytes, int], None] | None = None
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -318,6 +321,8 @@ class Publisher:
         self._seq[t] = seq + 1
         if kind != P.HEARTBEAT:  # heartbeats are liveness, not state
             self._state[(t, state_key)] = (seq, body)
+            if self.on_seq is not None and kind != P.REGIME:
+                self.on_seq(t, seq + 1)
         if self._emit(t, body):
             self.sent[kind] += 1
             return True

@@ -194,3 +194,38 @@ async def test_subscriber_drops_repeats_after_a_resume_and_resets_on_a_new_epoch
                 assert sub.epoch == "e2" and sub.stats.resumes == 1
     finally:
         await first.aclose()
+
+
+async def test_words_and_status_seqs_outlive_a_kill_between_checkpoints(
+    zctx: zmq.Context[Any], tmp_path: Path
+) -> None:
+    """Words, status and metrics are never published again after a crash, so their seq must
+    go on from the last one sent, not from the checkpoint: the journal (seqs.json) keeps it."""
+    from streamer.config import StateConfig
+    from streamer.state import SEQ_FILE, Checkpointer, SeqJournal
+
+    cfg = StateConfig(dir=tmp_path / "state")
+    ck = Checkpointer(cfg, TRACKER_CONFIG)
+    await ck.save({}, {"speech": 2, "status": 1, "regime.X": 7})  # the last checkpoint
+    async with Publisher(
+        "tcp://127.0.0.1:*", context=zctx, metrics_interval=0, epoch=ck.epoch,
+        seqs={"speech": 2, "status": 1, "regime.X": 7},
+    ) as pub:  # fmt: skip
+        journal = SeqJournal(tmp_path / "state" / SEQ_FILE, ck.epoch)
+        pub.on_seq = journal.note
+        word = {"stream": "a", "label": None, "confidence": 0.0, "start": 0.0, "end": 1.0}
+        for i in range(3):  # three words after the checkpoint, then the process dies
+            pub.publish_body(P.SPEECH, {**word, "utterance": i, "nbest": []})
+        pub.status("running")
+        pub.publish_many([regime("X", 1.0)])
+    # (no final checkpoint: what a SIGKILL leaves behind)
+    resume = Checkpointer(cfg, TRACKER_CONFIG).load()
+    journal.close()
+    assert resume is not None and resume.epoch == ck.epoch
+    assert resume.seqs["speech"] == 5  # past the three words, not back at 2
+    assert resume.seqs["regime.X"] == 7  # ticks are decoded again from the checkpoint
+    assert resume.seqs["status"] >= 2  # past the `running` above
+    # a journal of another epoch (a cold start's leftovers) is not used
+    SeqJournal(tmp_path / "state" / SEQ_FILE, "another", {"speech": 99}).close()
+    resume = Checkpointer(cfg, TRACKER_CONFIG).load()
+    assert resume is not None and resume.seqs["speech"] == 2
