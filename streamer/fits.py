@@ -16,10 +16,27 @@ plain arrays, inside this machine only (never a file).
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.connection
+import os
+import threading
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Literal
 
 FitKind = Literal["process", "thread"]
+
+
+def _watch_parent() -> None:
+    """End this fit worker when the service is gone (SIGKILL, OOM): it would otherwise wait
+    on its task queue for ever, and keep the fork server (and its resource tracker) alive."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        mp.connection.wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _ready() -> bool:
@@ -34,7 +51,7 @@ def fit_executor(kind: FitKind = "process", workers: int = 1) -> Executor:
         return ThreadPoolExecutor(workers, thread_name_prefix="fit")
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["streamer.market.model"])
-    pool = ProcessPoolExecutor(workers, mp_context=ctx)
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_watch_parent)
     for _ in range(workers):
         pool.submit(_ready)  # start (and import in) the workers now, not at the first fit
     return pool

@@ -35,3 +35,53 @@ def _pid() -> int:
     import os
 
     return os.getpid()
+
+
+_OWNER = """
+import os, sys, time
+from streamer.fits import fit_executor
+pool = fit_executor("process", 1)
+print(pool.submit(os.getpid).result(60), flush=True)
+time.sleep(600)
+"""
+
+
+def test_fit_workers_end_when_the_service_is_killed() -> None:
+    """A SIGKILLed service must not leave its fit workers (and their fork server) behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER], cwd=root, stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    try:
+        assert owner.stdout is not None
+        worker = int(owner.stdout.readline())
+        assert _running(worker)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _running(worker):
+            time.sleep(0.05)
+        if _running(worker):
+            os.kill(worker, signal.SIGKILL)
+            raise AssertionError("the fit worker outlived the process that owned it")
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited child its parent has not reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
