@@ -117,6 +117,33 @@ def _rss_mb(pid: int) -> float | None:
     return None
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process under `pid` (children, their children...), from /proc."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    children[int(f.read().rsplit(")", 1)[1].split()[1])].append(int(d))
+            except (OSError, IndexError, ValueError):
+                continue
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
 def _prices(sym: int, idx: np.ndarray) -> np.ndarray:
     """Deterministic prices of symbol `sym` at tick indexes `idx`: calm and wild stretches."""
     h = (idx * 2654435761 + sym * 40503) % 1_000_003
@@ -893,6 +920,7 @@ async def _sigkill_and_restart(
     before = {w: int(sp.get(w, 0)) for w in wavs}
     t_kill = time.monotonic()
     s.sample_rss()
+    under = _descendants(s.service.pid)  # workers, fork servers: they must go with it
     s.service.kill()
     prod.send(cmd="pause")
     s.service.wait()
@@ -910,8 +938,13 @@ async def _sigkill_and_restart(
     s.runs[-1]["running"] = time.monotonic()
     restart_s = time.monotonic() - t_kill
     s.say(f"restarted and running again after {restart_s:.1f} s")
+    left = [p for p in under if _running(p)]
+    for p in left:  # (they are ours to clean up)
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGKILL)
     return {"t_kill": t_kill, "audio_pos": audio_pos, "published_before": before,
-            "resume": resume, "restart_s": restart_s, "seqs": seqs}  # fmt: skip
+            "resume": resume, "restart_s": restart_s, "seqs": seqs,
+            "under": len(under), "left_behind": left}  # fmt: skip
 
 
 def _account(
@@ -934,6 +967,9 @@ def _account(
     sessions = heard["sessions"]
     check("service sessions seen (one SIGKILL, one restart)", len(sessions) == 2, sessions)
     check("service exit code after SIGTERM", rc == 0, rc)
+    left = killed.get("left_behind", [])
+    check("processes the SIGKILLed service left behind (after its restart)", not left,
+          f"{len(left)} of {killed.get('under')} under it")  # fmt: skip
     # -- audio --
     by_session: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     errors = 0
