@@ -8,9 +8,9 @@ envelope fields (`v`, `seq`, `ts`) that the publisher adds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, overload
 
 import msgspec
 import numpy as np
@@ -127,6 +127,75 @@ class RegimeDecode(msgspec.Struct):  # one per tick: a Struct is made ~4x faster
             body["smoothed_t"] = self.smoothed_t
         body.update(self.extra)
         return body
+
+
+@dataclass(frozen=True, eq=False)
+class DecodeBatch(Sequence[RegimeDecode]):
+    """Decodes of consecutive ticks of one symbol as arrays (``step_many``).
+
+    A sequence of `RegimeDecode` made on demand (`decodes()` gives them all), so any
+    sink takes it; the publisher encodes it straight from the arrays, with no
+    message object per tick (`streamer.net.protocol.encode_regimes`).
+    """
+
+    symbol: str
+    names: tuple[str, ...]
+    t: np.ndarray  # (n,)
+    price: np.ndarray  # (n,)
+    probs: np.ndarray  # (n, K) filtered
+    state: np.ndarray  # (n,) the published decision (see `RegimeDecoder`)
+    changed: np.ndarray  # (n,) bool: the decision differs from the previous tick's
+    smoothed_state: np.ndarray  # (n,) -1 where not available yet
+    smoothed_t: np.ndarray  # (n,) NaN where not available yet
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    @overload
+    def __getitem__(self, i: int) -> RegimeDecode: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[RegimeDecode]: ...
+    def __getitem__(self, i: int | slice) -> RegimeDecode | list[RegimeDecode]:
+        if isinstance(i, slice):
+            return self.decodes()[i]
+        i = range(len(self.t))[i]  # negative indices, and IndexError past the end
+        ss = int(self.smoothed_state[i])
+        s = int(self.state[i])
+        return RegimeDecode(
+            self.symbol,
+            float(self.t[i]),
+            float(self.price[i]),
+            s,
+            self.names[s],
+            tuple(self.probs[i].tolist()),
+            bool(self.changed[i]),
+            *((ss, float(self.smoothed_t[i])) if ss >= 0 else (None, None)),
+        )
+
+    def __iter__(self) -> Iterator[RegimeDecode]:
+        return iter(self.decodes())
+
+    @property
+    def filtered(self) -> np.ndarray:
+        """The filter's own answer per tick: the argmax of `probs`."""
+        return self.probs.argmax(1) if len(self.t) else np.zeros(0, dtype=np.int64)
+
+    def decodes(self) -> list[RegimeDecode]:
+        names = self.names
+        out = []
+        for t, p, pr, s, c, ss, st in zip(
+            self.t.tolist(),
+            self.price.tolist(),
+            self.probs.tolist(),
+            self.state.tolist(),
+            self.changed.tolist(),
+            self.smoothed_state.tolist(),
+            self.smoothed_t.tolist(),
+            strict=True,
+        ):
+            smoothed = (ss, st) if ss >= 0 else (None, None)
+            out.append(RegimeDecode(self.symbol, t, p, s, names[s], tuple(pr), c, *smoothed))
+        return out
 
 
 Message = WordEvent | RegimeDecode

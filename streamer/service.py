@@ -45,7 +45,7 @@ from streamer.config import Config
 from streamer.errors import ConfigError, StreamerError
 from streamer.fits import close_fit_executor, fit_executor
 from streamer.market.decoder import RegimeTracker
-from streamer.messages import Message, RegimeDecode, Sink
+from streamer.messages import DecodeBatch, Message, RegimeDecode, Sink
 from streamer.net import protocol as P
 from streamer.net.feed import TickFeed
 from streamer.net.publisher import Publisher
@@ -101,7 +101,10 @@ class _Replayed:
         return self.counting.publish(msg, delay)
 
     def publish_many(self, msgs: Sequence[RegimeDecode]) -> object:
-        self.counting.decodes.update(m.symbol for m in msgs)
+        if isinstance(msgs, DecodeBatch):  # one symbol's, as arrays: no message to look at
+            self.counting.decodes[msgs.symbol] += len(msgs)
+        else:
+            self.counting.decodes.update(m.symbol for m in msgs)
         return self.counting.sink.publish_many(msgs)
 
 

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,9 +82,11 @@ class RoutingDecoder(TickDecoder):
     def known(self) -> Collection[str]:
         return self.seen
 
-    def push(self, symbol: str, ts: list[float], ps: list[float]) -> list[RegimeDecode]:
+    def push_chunks(
+        self, symbol: str, ts: Sequence[float], ps: Sequence[float]
+    ) -> list[Sequence[RegimeDecode]]:
         self.seen.add(symbol)
-        self.shards.put(symbol, ts, ps)
+        self.shards.put(symbol, list(ts), list(ps))
         return []  # they come back from the shard
 
     def restore(self, trackers: Mapping[str, RegimeTracker]) -> None:

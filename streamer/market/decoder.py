@@ -55,7 +55,7 @@ import logging
 import math
 import sys
 from collections import Counter, deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import cache
@@ -76,7 +76,7 @@ from streamer.market.model import (
     fit_regimes,
 )
 from streamer.market.settings import MAX_WARMUP, MIN_WARMUP, TrackerConfig
-from streamer.messages import RegimeDecode, Tick
+from streamer.messages import DecodeBatch, RegimeDecode, Tick
 
 log = logging.getLogger(__name__)
 
@@ -251,46 +251,6 @@ def _smoother_factory(k: int) -> Callable[..., Callable[..., int]]:
 
 def _discard(_: object) -> None:
     pass
-
-
-@dataclass(frozen=True, eq=False)
-class DecodeBatch:
-    """Decodes of consecutive ticks as arrays (``step_many``); `decodes()` gives the messages."""
-
-    symbol: str
-    names: tuple[str, ...]
-    t: np.ndarray  # (n,)
-    price: np.ndarray  # (n,)
-    probs: np.ndarray  # (n, K) filtered
-    state: np.ndarray  # (n,) the published decision (see `RegimeDecoder`)
-    changed: np.ndarray  # (n,) bool: the decision differs from the previous tick's
-    smoothed_state: np.ndarray  # (n,) -1 where not available yet
-    smoothed_t: np.ndarray  # (n,) NaN where not available yet
-
-    def __len__(self) -> int:
-        return len(self.t)
-
-    @property
-    def filtered(self) -> np.ndarray:
-        """The filter's own answer per tick: the argmax of `probs`."""
-        return self.probs.argmax(1) if len(self.t) else np.zeros(0, dtype=np.int64)
-
-    def decodes(self) -> list[RegimeDecode]:
-        names = self.names
-        out = []
-        for t, p, pr, s, c, ss, st in zip(
-            self.t.tolist(),
-            self.price.tolist(),
-            self.probs.tolist(),
-            self.state.tolist(),
-            self.changed.tolist(),
-            self.smoothed_state.tolist(),
-            self.smoothed_t.tolist(),
-            strict=True,
-        ):
-            smoothed = (ss, st) if ss >= 0 else (None, None)
-            out.append(RegimeDecode(self.symbol, t, p, s, names[s], tuple(pr), c, *smoothed))
-        return out
 
 
 class RegimeDecoder:
@@ -854,6 +814,14 @@ class RegimeTracker:
 
     def push_many(self, times: np.ndarray, prices: np.ndarray) -> list[RegimeDecode]:
         """`push` over arrays, decoding runs between fit events with `RegimeDecoder.step_many`."""
+        return [d for chunk in self.push_chunks(times, prices) for d in chunk]
+
+    def push_chunks(self, times: np.ndarray, prices: np.ndarray) -> list[Sequence[RegimeDecode]]:
+        """`push_many`'s decodes in order, in chunks: a `DecodeBatch` per run between fit events.
+
+        The tick path's form: a batch goes to the publisher as arrays, never as
+        one `RegimeDecode` per tick.
+        """
         t = np.asarray(times, dtype=float).reshape(-1)
         p = np.asarray(prices, dtype=float).reshape(-1)
         if t.shape != p.shape:
@@ -861,13 +829,15 @@ class RegimeTracker:
         acc = _accept_mask(t, p, self._last_t, self.skipped)
         if not acc.all():
             t, p = t[acc], p[acc]
-        out: list[RegimeDecode] = []
+        out: list[Sequence[RegimeDecode]] = []
         i, n = 0, len(t)
         while i < n:
             r = self.room()
             if r == 0:
                 if self.inline and self.job is not None:
-                    out.extend(self.install(self.job.run()))
+                    backlog = self.install(self.job.run())
+                    if backlog:
+                        out.append(backlog)
                     continue
                 r = n - i  # the caller installs late: keep going with what there is
             j = min(n, i + r)
@@ -879,8 +849,12 @@ class RegimeTracker:
                 self._buf_t.extend(seg_t.tolist())
                 self._buf_p.extend(seg_p.tolist())
             else:
-                out.extend(self.decoder.step_many(seg_t, seg_p).decodes())
-            out.extend(self._after_ticks())
+                batch = self.decoder.step_many(seg_t, seg_p)
+                if len(batch):
+                    out.append(batch)
+            extra = self._after_ticks()
+            if extra:
+                out.append(extra)
             i = j
         return out
 
@@ -1037,7 +1011,7 @@ async def decode_arrays(
     *,
     executor: Executor | None = None,
     chunk: int = 4096,
-) -> AsyncIterator[list[RegimeDecode]]:
+) -> AsyncIterator[Sequence[RegimeDecode]]:
     """Decode whole arrays as fast as possible, in chunks, giving the loop a turn between them."""
     t = np.asarray(times, dtype=float)
     p = np.asarray(prices, dtype=float)
@@ -1051,9 +1025,8 @@ async def decode_arrays(
                     yield out
             r = tracker.room()
             j = min(n, i + chunk, i + r) if r > 0 and fitter is not None else min(n, i + chunk)
-            out = tracker.push_many(t[i:j], p[i:j])
-            if out:
-                yield out
+            for decodes in tracker.push_chunks(t[i:j], p[i:j]):
+                yield decodes
             i = j
             await asyncio.sleep(0)
         if fitter is not None and tracker.job is not None and tracker.room() == 0:

@@ -103,6 +103,13 @@ class TickDecoder:
 
     def feed(self, bodies: Sequence[bytes]) -> list[RegimeDecode]:
         """Check and decode the bodies of a batch of well-framed ``[b"tick", body]`` messages."""
+        return [d for chunk in self.feed_chunks(bodies) for d in chunk]
+
+    def feed_chunks(self, bodies: Sequence[bytes]) -> list[Sequence[RegimeDecode]]:
+        """`feed`'s decodes in chunks of one symbol each (`DecodeBatch` where batched).
+
+        The tick path's form: each chunk goes to the sink's `publish_many` as it is.
+        """
         groups: dict[str, tuple[list[float], list[float]]] = {}
         allowed = self.symbols
         new = 0  # symbols first seen in this batch
@@ -123,13 +130,14 @@ class TickDecoder:
                 g = groups[symbol] = ([], [])
             g[0].append(k.t)
             g[1].append(k.price)
-        out: list[RegimeDecode] = []
+        out: list[Sequence[RegimeDecode]] = []
         self.batches += 1
         for symbol, (ts, ps) in groups.items():
             self.received += len(ts)
             self.accepted += len(ts)
-            out.extend(self.push(symbol, ts, ps))
-        self.decoded += len(out)
+            for chunk in self.push_chunks(symbol, ts, ps):
+                self.decoded += len(chunk)
+                out.append(chunk)
         return out
 
     def _parse_each(self, bodies: Sequence[bytes]) -> list[TickLike]:
@@ -145,20 +153,28 @@ class TickDecoder:
 
     def push(self, symbol: str, ts: list[float], ps: list[float]) -> list[RegimeDecode]:
         """Good ticks of one symbol into its tracker; its decodes (fits handed to `submit`)."""
+        return [d for chunk in self.push_chunks(symbol, ts, ps) for d in chunk]
+
+    def push_chunks(
+        self, symbol: str, ts: list[float], ps: list[float]
+    ) -> list[Sequence[RegimeDecode]]:
+        """`push`, its decodes in chunks (`RegimeTracker.push_chunks` for a big batch)."""
         tr = self.trackers.get(symbol)
         if tr is None:
             tr = self.trackers[symbol] = RegimeTracker(
                 symbol, self.config, inline=False, on_event=self.on_event
             )
+        out: list[Sequence[RegimeDecode]]
         if len(ts) >= PUSH_MANY_MIN:
-            out = tr.push_many(np.asarray(ts), np.asarray(ps))
+            out = tr.push_chunks(np.asarray(ts), np.asarray(ps))
         else:
-            out = []
+            got: list[RegimeDecode] = []
             push = tr.push
             for t, p in zip(ts, ps, strict=True):
                 r = push(t, p)
                 if r:
-                    out.extend(r)
+                    got.extend(r)
+            out = [got] if got else []
         self._hand_out(symbol, tr)
         return out
 

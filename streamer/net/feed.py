@@ -225,9 +225,9 @@ class TickFeed:
                 continue
             bodies.append(recv(_NB))
         if bodies:
-            out = core.feed(bodies)
-            if out:
-                self.sink.publish_many(out)
+            publish = self.sink.publish_many
+            for chunk in core.feed_chunks(bodies):
+                publish(chunk)
         return n
 
     async def run(self, *, drain_quiet: float = 0.1, drain_timeout: float = 5.0) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from streamer.messages import RegimeDecode
+from streamer.messages import DecodeBatch, RegimeDecode
 from streamer.net import protocol as P
 
 
@@ -40,6 +40,9 @@ class Summaries:
 
     def add(self, decodes: Iterable[RegimeDecode], ts: float) -> None:
         """Fold in decodes published at `ts` (the hot path: a few attribute updates a tick)."""
+        if isinstance(decodes, DecodeBatch):
+            self._add_batch(decodes, ts)
+            return
         opened = self._open
         for d in decodes:
             p = d.price
@@ -54,6 +57,23 @@ class Summaries:
             b.ts = ts
             b.ticks += 1
             b.changes += d.changed
+
+    def _add_batch(self, b: DecodeBatch, ts: float) -> None:
+        """`add` for one symbol's decodes as arrays: numpy over the batch, one message made."""
+        n = len(b)
+        if not n:
+            return
+        low, high = float(b.price.min()), float(b.price.max())
+        last = b[-1]
+        o = self._open.get(b.symbol)
+        if o is None:
+            o = self._open[b.symbol] = _Open(float(b.t[0]), float(b.price[0]), low, high, last, ts)
+        else:
+            o.low, o.high = min(o.low, low), max(o.high, high)
+        o.last = last
+        o.ts = ts
+        o.ticks += n
+        o.changes += int(b.changed.sum())
 
     def __len__(self) -> int:
         return len(self._open)

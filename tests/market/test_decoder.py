@@ -91,7 +91,13 @@ def test_step_many_gives_the_same_decodes_as_step(series3: SyntheticSeries) -> N
     cuts = [0, *cuts[cuts < len(s)].tolist(), len(s)]
     batched: list[RegimeDecode] = []
     for a, b in itertools.pairwise(cuts):
-        batched += many.step_many(s.times[a:b], s.prices[a:b]).decodes()
+        batch = many.step_many(s.times[a:b], s.prices[a:b])
+        decodes = batch.decodes()
+        # a batch is a sequence of its decodes, each made when asked for
+        assert list(batch) == decodes and len(batch) == len(decodes)
+        if decodes:
+            assert batch[-1] == decodes[-1] and batch[1:3] == decodes[1:3]
+        batched += decodes
     assert len(batched) == len(singles) == len(s) - 1
     for d1, d2 in zip(singles, batched, strict=True):
         assert (d1.t, d1.price, d1.state, d1.regime, d1.changed) == (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -95,6 +96,39 @@ def test_regime_encoder_matches_the_dict_path() -> None:
     d = regime()
     d.extra["note"] = "x"
     assert json.loads(P.encode_regime(d, 0, ts))["note"] == "x"
+
+
+@pytest.mark.parametrize("lag", [0, 5])
+def test_batch_encoder_gives_the_bodies_of_the_per_message_one(lag: int) -> None:
+    """`encode_regimes` (arrays, the tick path) writes what `encode_regime` writes per decode."""
+    s = simulate(RegimeSpec.preset(3), 1500, seed=5)
+    tr = RegimeTracker('X"\\é', TrackerConfig(warmup=200, refit_every=0, lag=lag))
+    tr.push_many(s.times[:300], s.prices[:300])
+    assert tr.decoder is not None
+    ts = 1.7e9 + 0.123456
+    for a, b in ((300, 301), (301, 303), (303, 1500)):  # a batch whose smoothed state starts
+        batch = tr.decoder.step_many(s.times[a:b], s.prices[a:b])
+        bodies = P.encode_regimes(batch, 40, ts)
+        assert bodies is not None and len(bodies) == len(batch) == b - a
+        for i, (body, d) in enumerate(zip(bodies, batch, strict=True)):
+            assert body == P.encode_regime(d, 40 + i, ts)
+            assert P.problem("regime", json.loads(body)) is None
+    assert P.encode_regimes(tr.decoder.step_many(s.times[:0], s.prices[:0]), 0, ts) == []
+
+
+def test_batch_encoder_leaves_unusual_batches_to_the_careful_path() -> None:
+    s = simulate(RegimeSpec.preset(2), 400, seed=3)
+    tr = RegimeTracker("X", TrackerConfig(warmup=200, refit_every=0))
+    tr.push_many(s.times[:300], s.prices[:300])
+    assert tr.decoder is not None
+    good = tr.decoder.step_many(s.times[300:], s.prices[300:])
+    assert P.encode_regimes(good, 0, 1.0) is not None
+    for field, value in (("probs", math.nan), ("probs", 1.5), ("price", math.inf)):
+        arr = getattr(good, field).copy()
+        arr[3] = value
+        bad = dataclasses.replace(good, **{field: arr})
+        assert P.encode_regimes(bad, 0, 1.0) is None, field
+    assert P.encode_regimes(dataclasses.replace(good, symbol=""), 0, 1.0) is None
 
 
 def test_encode_refuses_nan_and_wrong_types() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import math
 from typing import Any
@@ -11,6 +12,8 @@ import pytest
 import zmq
 
 from streamer.errors import ConfigError
+from streamer.market.decoder import RegimeTracker, TrackerConfig
+from streamer.market.synthetic import RegimeSpec, simulate
 from streamer.messages import RegimeDecode
 from streamer.net import protocol as P
 from streamer.net.publisher import Publisher
@@ -182,6 +185,35 @@ async def test_unencodable_messages_are_counted_not_raised(zctx: zmq.Context[Any
         assert pub.publish_many([regime("X"), bad, regime("X")]) == 2
         assert pub.publish_body("metrics", {"x": math.nan}) is False
         assert pub.invalid == 3 and pub._seq[b"regime.X"] == 3  # no seq spent on them
+
+
+async def test_a_batch_of_decodes_goes_out_from_its_arrays(zctx: zmq.Context[Any]) -> None:
+    """A `DecodeBatch` is published without message objects: same bodies, seqs and snapshot."""
+    s = simulate(RegimeSpec.preset(2), 600, seed=2)
+    tr = RegimeTracker("BTC", TrackerConfig(warmup=200, refit_every=0, lag=3))
+    tr.push_many(s.times[:300], s.prices[:300])
+    assert tr.decoder is not None
+    batch = tr.decoder.step_many(s.times[300:], s.prices[300:])
+    bad = batch.probs.copy()
+    bad[5] = math.nan
+    odd = dataclasses.replace(batch, probs=bad)  # the careful path: only the bad one dropped
+    async with Publisher("tcp://127.0.0.1:*", context=zctx, metrics_interval=0) as pub:
+        sock = sub_socket(zctx, pub.endpoint, "regime")
+        try:
+            await asyncio.sleep(0.2)
+            pub.publish_many([regime("BTC", 1.0)])
+            assert pub.publish_many(batch) == len(batch) == 300
+            assert pub.publish_many(odd) == 299 and pub.invalid == 1
+            got = await recv_all(sock, timeout=0.5)
+            snap = P.parse_snapshot_reply(pub.snapshot(["regime"]))[1]
+        finally:
+            sock.close()
+    bodies = [b for _, b in got]
+    assert [b["seq"] for b in bodies] == list(range(600))
+    for b, d in zip(bodies[1:301], batch, strict=True):
+        assert {k: v for k, v in b.items() if k not in ("v", "seq", "ts")} == d.to_wire()
+    assert [m.seq for m in snap] == [599] and snap[0].body == bodies[-1]
+    assert pub.sent["regime"] == 600
 
 
 def test_bad_settings() -> None:
