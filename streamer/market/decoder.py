@@ -564,19 +564,27 @@ class RegimeDecoder:
         return DecodeBatch(self.symbol, self._names, t, p, probs, state, changed, sm_state, sm_t)
 
     def _decide_many(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`_decide` over a batch; vectorised where the decision simply follows the argmax."""
+        """`_decide` over a batch; vectorised when one confident tick moves it (``dwell=1``)."""
         f = probs.argmax(1)
         m = len(f)
-        if self.dwell == 1 and self.level == 0.0 and not self._announce and self._dec is not None:
-            state = f
+        at = np.arange(m)
+        # where the argmax is confident enough: the only places the decision can move
+        top = probs[at, f] >= self.level
+        dec = self._dec
+        if self.dwell == 1 and dec is not None:
+            # the decision is the argmax of the last confident tick so far (or stays)
+            last = np.maximum.accumulate(np.where(top, at, -1))
+            state = np.where(last >= 0, f[last], dec)
             changed = np.empty(m, dtype=bool)
-            changed[0] = f[0] != self._dec
-            changed[1:] = f[1:] != f[:-1]
+            changed[0] = state[0] != dec
+            changed[1:] = state[1:] != state[:-1]
             self.switches += int(changed.sum())
-            self._dec = int(f[-1])
+            if self._announce:
+                self._announce = False
+                changed[0] = True
+            self._dec = int(state[-1])
+            self._cand, self._run = -1, 0
             return state, changed
-        # runs of ticks where the argmax is confident enough: the only places it can move
-        top = probs[np.arange(m), f] >= self.level
         fl = f.tolist()
         tl = top.tolist()
         state_l = [0] * m

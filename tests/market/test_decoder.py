@@ -79,13 +79,16 @@ def test_log_space_step_when_the_scaled_one_underflows() -> None:
         assert np.allclose(batch.probs[i - 1], want, atol=1e-12)
 
 
-def test_step_many_gives_the_same_decodes_as_step(series3: SyntheticSeries) -> None:
+@pytest.mark.parametrize(("level", "dwell"), [(0.0, 1), (0.6, 1), (0.9, 1), (0.6, 3)])
+def test_step_many_gives_the_same_decodes_as_step(
+    series3: SyntheticSeries, level: float, dwell: int
+) -> None:
     s = series3
     model = fit_regimes(s.times[:1000], s.prices[:1000], states=3).model
-    one = RegimeDecoder(model, "X", lag=7)
+    one = RegimeDecoder(model, "X", lag=7, level=level, dwell=dwell)
     singles = [one.step(t, p) for t, p in zip(s.times.tolist(), s.prices.tolist(), strict=True)]
     singles = [d for d in singles if d is not None]
-    many = RegimeDecoder(model, "X", lag=7)
+    many = RegimeDecoder(model, "X", lag=7, level=level, dwell=dwell)
     rng = np.random.default_rng(0)
     cuts = np.cumsum(rng.integers(1, 400, 40))
     cuts = [0, *cuts[cuts < len(s)].tolist(), len(s)]
@@ -110,6 +113,13 @@ def test_step_many_gives_the_same_decodes_as_step(series3: SyntheticSeries) -> N
         assert (d1.smoothed_state, d1.smoothed_t) == (d2.smoothed_state, d2.smoothed_t)
         assert np.allclose(d1.probs, d2.probs, atol=1e-12)
     assert one.loglik == pytest.approx(many.loglik, rel=1e-12)
+    assert one.switches == many.switches and (one.state, one._cand, one._run) == (
+        many.state,
+        many._cand,
+        many._run,
+    )
+    if level:  # the decision holds where the filter wavers: not simply the argmax
+        assert any(d.state != int(np.argmax(d.probs)) for d in singles)
 
 
 def test_decoding_recovers_the_true_regimes(series3: SyntheticSeries) -> None:
