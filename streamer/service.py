@@ -494,6 +494,8 @@ class Service:
                 + [f"feed:{e}" for e in self.feeds + self.feed_connect]
             )
         sink = self.counts = _Counting(pub if pub is not None else self._given_sink)  # type: ignore[arg-type]
+        if self.tune_gc:
+            gc.collect()  # now, before heartbeats start: a full collection is a long pause
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if self.config.cluster.address is not None:
@@ -518,7 +520,11 @@ class Service:
                         await self._start_dashboard(stack, pub)
                 if (self.ticks or self.feeds or self.feed_connect) and self.cluster is None:
                     sc = self.config.service  # (on the cluster the shard actors fit)
-                    self._fit_pool = fit_executor(sc.fit_kind, sc.fit_workers)
+                    # off the loop: a process pool's first worker waits for the forkserver's
+                    # imports (seconds), and heartbeats must go on meanwhile
+                    self._fit_pool = await asyncio.to_thread(
+                        fit_executor, sc.fit_kind, sc.fit_workers
+                    )
                 self._open_feed(sink, curve)
                 if pub is not None and self.feed is not None:
                     pub.add_metrics("feed", self.feed.stats)
@@ -704,8 +710,9 @@ def _tune_gc() -> None:
     collector's sight (`gc.freeze`), and young collections run every 10,000
     allocations instead of 700: a busy service allocates a few objects per
     message, and each full collection otherwise rescans every module loaded.
+    (The full collection before it runs at start-up, before the first heartbeat:
+    here, with heartbeats going, it would hold them up for a few hundred ms.)
     """
-    gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
 
