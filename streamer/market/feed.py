@@ -22,6 +22,7 @@ from streamer.messages import RegimeDecode
 log = logging.getLogger("streamer.net.feed")  # one logger for the feed, core and shell
 
 PUSH_MANY_MIN = 16  # below this many ticks per symbol per batch, the per-tick path is cheaper
+_MASKED_SYMBOLS = 8  # up to this many symbols in a batch, group them with numpy masks
 
 
 class TickLike(Protocol):
@@ -39,6 +40,37 @@ TickParser = Callable[[bytes, int], TickLike]
 """(body, max_bytes) -> the tick; ValueError (with `kind`, `detail`) for a bad one."""
 BatchParser = Callable[[Sequence[bytes], int], Sequence[TickLike] | None]
 """(bodies, max_bytes) -> every tick of a batch in one go, or None: then `TickParser` per body."""
+
+
+def _by_symbol(ticks: Sequence[TickLike]) -> list[tuple[str, list[float], list[float]]]:
+    """(symbol, times, prices) per symbol of a batch, in order of first appearance.
+
+    A batch of one symbol (the common case) is three list comprehensions; a few
+    symbols, a pass of numpy comparisons each; many, one dictionary look-up per tick.
+    """
+    syms = [k.symbol for k in ticks]
+    if not syms:
+        return []
+    ts = [k.t for k in ticks]
+    ps = [k.price for k in ticks]
+    first = syms[0]
+    if syms.count(first) == len(syms):
+        return [(first, ts, ps)]
+    order = dict.fromkeys(syms)
+    if len(order) <= _MASKED_SYMBOLS:
+        sa = np.array(syms, dtype=object)
+        ta, pa = np.asarray(ts), np.asarray(ps)
+        out = []
+        for s in order:
+            m = sa == s
+            out.append((s, ta[m].tolist(), pa[m].tolist()))
+        return out
+    groups: dict[str, tuple[list[float], list[float]]] = {s: ([], []) for s in order}
+    for s, t, p in zip(syms, ts, ps, strict=True):
+        g = groups[s]
+        g[0].append(t)
+        g[1].append(p)
+    return [(s, t_, p_) for s, (t_, p_) in groups.items()]
 
 
 class TickDecoder:
@@ -89,10 +121,10 @@ class TickDecoder:
         """The symbols taken so far (`max_symbols` counts them)."""
         return self.trackers
 
-    def reject(self, kind: str, detail: str) -> None:
-        """Count (and, the first time for `kind`, log) a dropped message."""
-        self.received += 1
-        self.dropped[kind] += 1
+    def reject(self, kind: str, detail: str, count: int = 1) -> None:
+        """Count (and, the first time for `kind`, log) a dropped message, or `count` of them."""
+        self.received += count
+        self.dropped[kind] += count
         if kind not in self._examples:
             self._examples.add(kind)
             log.warning(
@@ -110,29 +142,27 @@ class TickDecoder:
 
         The tick path's form: each chunk goes to the sink's `publish_many` as it is.
         """
-        groups: dict[str, tuple[list[float], list[float]]] = {}
-        allowed = self.symbols
-        new = 0  # symbols first seen in this batch
         ticks = self.parse_many(bodies, self.max_bytes) if self.parse_many else None
-        for k in self._parse_each(bodies) if ticks is None else ticks:
-            symbol = k.symbol
-            g = groups.get(symbol)
-            if g is None:
-                if allowed is not None and symbol not in allowed:
-                    self.reject("unknown_symbol", f"symbol {symbol!r}")
-                    continue
-                known = self.known
-                if symbol not in known:
-                    if len(known) + new >= self.max_symbols:
-                        self.reject("too_many_symbols", f"{symbol!r} beyond {self.max_symbols}")
-                        continue
-                    new += 1
-                g = groups[symbol] = ([], [])
-            g[0].append(k.t)
-            g[1].append(k.price)
-        out: list[Sequence[RegimeDecode]] = []
+        if ticks is None:
+            ticks = self._parse_each(bodies)
         self.batches += 1
-        for symbol, (ts, ps) in groups.items():
+        taken = []  # every symbol is admitted before any is pushed (a push makes it known)
+        new = 0  # symbols first seen in this batch
+        for symbol, ts, ps in _by_symbol(ticks):
+            if self.symbols is not None and symbol not in self.symbols:
+                self.reject("unknown_symbol", f"symbol {symbol!r}", len(ts))
+                continue
+            known = self.known
+            if symbol not in known:
+                if len(known) + new >= self.max_symbols:
+                    self.reject(
+                        "too_many_symbols", f"{symbol!r} beyond {self.max_symbols}", len(ts)
+                    )
+                    continue
+                new += 1
+            taken.append((symbol, ts, ps))
+        out: list[Sequence[RegimeDecode]] = []
+        for symbol, ts, ps in taken:
             self.received += len(ts)
             self.accepted += len(ts)
             for chunk in self.push_chunks(symbol, ts, ps):
@@ -151,12 +181,12 @@ class TickDecoder:
                 self.reject(getattr(e, "kind", "invalid"), getattr(e, "detail", str(e)))
         return out
 
-    def push(self, symbol: str, ts: list[float], ps: list[float]) -> list[RegimeDecode]:
+    def push(self, symbol: str, ts: Sequence[float], ps: Sequence[float]) -> list[RegimeDecode]:
         """Good ticks of one symbol into its tracker; its decodes (fits handed to `submit`)."""
         return [d for chunk in self.push_chunks(symbol, ts, ps) for d in chunk]
 
     def push_chunks(
-        self, symbol: str, ts: list[float], ps: list[float]
+        self, symbol: str, ts: Sequence[float], ps: Sequence[float]
     ) -> list[Sequence[RegimeDecode]]:
         """`push`, its decodes in chunks (`RegimeTracker.push_chunks` for a big batch)."""
         tr = self.trackers.get(symbol)

@@ -70,6 +70,30 @@ def test_decodes_do_not_depend_on_the_batching(series: Any, batch: int) -> None:
     assert [d.to_wire() for d in out] == [d.to_wire() for d in ref_out]
 
 
+@pytest.mark.parametrize("symbols", [1, 3, 12])
+def test_interleaved_symbols_decode_as_if_fed_apart(series: Any, symbols: int) -> None:
+    """A batch is split per symbol (numpy masks for a few, a dictionary for many)."""
+    times, prices = series
+    names = [f"S{i}" for i in range(symbols)]
+    mixed, mixed_out = _sync_core()
+    apart, apart_out = _sync_core()
+    for name in names:
+        mixed.feed_sync(bodies(name, times[:60], prices[:60]))  # type: ignore[attr-defined]
+        apart.feed_sync(bodies(name, times[:60], prices[:60]))  # type: ignore[attr-defined]
+    rest = {name: bodies(name, times[60:], prices[60:]) for name in names}
+    k = len(names)
+    interleaved = [rest[name][i] for i in range(340) for name in names[i % k :] + names[: i % k]]
+    for i in range(0, len(interleaved), 500):
+        mixed.feed_sync(interleaved[i : i + 500])  # type: ignore[attr-defined]
+    for name in names:
+        apart.feed_sync(rest[name])  # type: ignore[attr-defined]
+    for name in names:
+        got = [d.to_wire() for d in mixed_out if d.symbol == name]
+        want = [d.to_wire() for d in apart_out if d.symbol == name]
+        assert got == want and len(got) > 100
+    assert mixed.stats()["accepted"] == len(interleaved) + 60 * symbols
+
+
 def test_bad_ticks_are_dropped_counted_and_logged_once(
     series: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
