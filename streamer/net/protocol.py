@@ -322,38 +322,8 @@ def kind_of_type(msg: Body) -> str:
     return _KIND_OF[type(msg)]
 
 
-def encode_regime(d: RegimeDecode, seq: int, ts: float) -> bytes:
-    """The body of a regime decode as message `seq` (the tick path: a Struct, no dict).
-
-    Valid by construction without a validation round: the fields are typed, the
-    tracker lets through finite ticks only, and the probabilities are checked here.
-    Anything unusual (``extra`` fields, a smoothed state without its time, odd
-    probabilities) goes through `encode_body`, which validates.
-    """
-    ss, st = d.smoothed_state, d.smoothed_t
-    probs = [round(p, 6) for p in d.probs]
-    if d.extra or (ss is not None and st is None) or not (0.99 < sum(probs) < 1.01):
-        return encode_body(REGIME, seq, ts, d.to_wire())
-    m = Regime(
-        v=VERSION,
-        seq=seq,
-        ts=ts,
-        symbol=d.symbol,
-        t=d.t,
-        price=d.price,
-        state=d.state,
-        regime=d.regime,
-        probs=probs,
-        changed=d.changed,
-    )
-    if ss is not None and st is not None:
-        m.smoothed_state = ss
-        m.smoothed_t = st
-    return _encode(m)
-
-
 class _Row(Struct, omit_defaults=True, gc=False):
-    """`Regime`'s fields in its order, made positionally: the batch encoder's row.
+    """`Regime`'s fields in its order, made positionally: the tick path's row.
 
     Encodes to the very bytes of the `Regime` with the same values (a test holds
     it to that); an unset smoothed state is left out, as UNSET is.
@@ -371,6 +341,26 @@ class _Row(Struct, omit_defaults=True, gc=False):
     changed: bool
     smoothed_state: int | None = None
     smoothed_t: float | None = None
+
+
+def encode_regime(d: RegimeDecode, seq: int, ts: float) -> bytes:
+    """The body of a regime decode as message `seq` (the tick path: a Struct, no dict).
+
+    Valid by construction without a validation round: the fields are typed, the
+    tracker lets through finite ticks only, and the probabilities are checked here.
+    Anything unusual (``extra`` fields, a smoothed state without its time, odd
+    probabilities) goes through `encode_body`, which validates.
+    """
+    ss, st = d.smoothed_state, d.smoothed_t
+    probs = [round(p, 6) for p in d.probs]
+    if d.extra or (ss is not None and st is None) or not (0.99 < sum(probs) < 1.01):
+        return encode_body(REGIME, seq, ts, d.to_wire())
+    if ss is None:
+        st = None
+    row = _Row(
+        VERSION, seq, ts, d.symbol, d.t, d.price, d.state, d.regime, probs, d.changed, ss, st
+    )
+    return _encode(row)
 
 
 def encode_regimes(b: DecodeBatch, seq: int, ts: float) -> list[bytes] | None:
