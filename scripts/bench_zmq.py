@@ -33,7 +33,9 @@ p99 <= 1 ms at 10k/s; zero loss at 50k/s for 60 s; <= 1 us per regime encode and
 Also shown: the largest gap between heartbeats at the subscriber over the whole run (the
 protocol promises at least one a second; a timing figure, so measured here, not in a test),
 and between their publish times (`ts`): the service's own part of it, without the
-subscriber's backlog.
+subscriber's backlog. And CPU time per message, which hardly depends on what else the
+machine runs (unlike the rates): the service's (every thread of it, per tick) beside the
+raw publisher's and subscriber's.
 """
 
 from __future__ import annotations
@@ -108,22 +110,34 @@ def _raw_sub(endpoint: str, n: int, mode: str, q: Any) -> None:
     loads = json.loads if mode == "json" else msgspec.json.Decoder(_protocol().Regime).decode
     decode = mode != "pre"
     got = 0
-    t0 = 0.0
+    t0 = c0 = 0.0
     while got < n:
         recv()
         body = recv()
         if got == 0:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
         if decode:
             loads(body)
         got += 1
-    q.put((got - 1) / (time.perf_counter() - t0))
+    q.put(((got - 1) / (time.perf_counter() - t0), (time.process_time() - c0) / (got - 1)))
     s.close()
     ctx.term()
 
 
-def raw(n: int, mode: str) -> float:
-    """Messages per second PUB -> SUB across processes (blocking sends: nothing lost)."""
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a process has used so far; NaN off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def raw(n: int, mode: str) -> tuple[float, float, float]:
+    """PUB -> SUB across processes (blocking sends: nothing lost): messages per second, and
+    CPU microseconds per message of the publishing process and of the subscriber.
+
+    CPU time, unlike the rate, hardly depends on what else the machine is running."""
     ctx = zmq.Context()
     p = ctx.socket(zmq.XPUB)
     p.setsockopt(zmq.XPUB_NODROP, 1)
@@ -142,6 +156,7 @@ def raw(n: int, mode: str) -> float:
     msg = _protocol().Regime(**BODY)
     enc = msgspec.json.Encoder().encode
     send = RAW_SEND.__get__(p)
+    c0 = cpu_seconds(os.getpid())
     for i in range(n):
         if mode == "json":
             body["seq"] = i
@@ -153,11 +168,12 @@ def raw(n: int, mode: str) -> float:
             b = pre
         send(b"regime.BTC-USD", zmq.SNDMORE)
         send(b)
-    rate = q.get()
+    rate, sub_cpu = q.get()
+    cpu = (cpu_seconds(os.getpid()) - c0) / n  # its I/O thread too, as for the service
     proc.join()
     p.close()
     ctx.term()
-    return rate
+    return rate, cpu * 1e6, sub_cpu * 1e6
 
 
 # -- 2. the service -----------------------------------------------------------------------------
@@ -357,9 +373,12 @@ class Service:
         if self.stats(symbol, 1 << 62)["n"] < w - 1:
             raise SystemExit(f"{symbol}: the warm-up decodes never arrived")
         n = len(prices) - w
+        c0 = cpu_seconds(self.proc.pid)
         sent_for = self.send(symbol, prices[w:], rate, 1.6e9 + w * 1e-5)
         self.wait_for(symbol, w - 1 + n)
+        cpu = cpu_seconds(self.proc.pid) - c0
         st = self.stats(symbol, w - 1)
+        st["cpu_us"] = cpu / n * 1e6  # the service's CPU per tick, every thread of it
         st["lost"] = w - 1 + n - st["n"]
         st["sent"] = n
         st["send_seconds"] = sent_for
@@ -473,12 +492,15 @@ def main() -> int:
     load0 = os.getloadavg()
     print(f"load average {load0[0]:.1f} (1 min), {load0[1]:.1f} (5 min); {os.cpu_count()} CPUs")
     print(f"raw pyzmq PUB->SUB, {a.flat:,} messages of {len(json.dumps(BODY))} bytes", flush=True)
-    out["raw_json"] = raw(a.flat, "json")
-    out["raw_msgspec"] = raw(a.flat, "msgspec")
-    out["raw_pre"] = raw(a.flat, "pre")
-    print(f"  stdlib JSON encode+decode  {out['raw_json']:>10,.0f} msgs/s")
-    print(f"  msgspec encode+decode      {out['raw_msgspec']:>10,.0f} msgs/s")
-    print(f"  pre-encoded                {out['raw_pre']:>10,.0f} msgs/s", flush=True)
+    for mode, name in (("json", "stdlib JSON encode+decode"), ("msgspec", "msgspec encode+decode"),
+                       ("pre", "pre-encoded")):  # fmt: skip
+        out[f"raw_{mode}"], pub_cpu, sub_cpu = raw(a.flat, mode)
+        out[f"raw_{mode}_cpu_us"] = {"publisher": pub_cpu, "subscriber": sub_cpu}
+        print(
+            f"  {name:<26} {out[f'raw_{mode}']:>10,.0f} msgs/s  (CPU per message: publisher "
+            f"{pub_cpu:.2f} us, subscriber {sub_cpu:.2f} us)",
+            flush=True,
+        )
 
     def vs(rate: float) -> str:
         return (
@@ -490,35 +512,38 @@ def main() -> int:
     try:
         print("service: ticks in over ZeroMQ -> decode -> publish -> subscriber", flush=True)
         st = svc.phase("FLAT", prices_for(a.flat + a.warmup, 1), None)
-        out["flat"] = {k: st[k] for k in ("rate", "lost", "gaps")}
+        out["flat"] = {k: st[k] for k in ("rate", "lost", "gaps", "cpu_us")}
+        pub_cpu = out["raw_msgspec_cpu_us"]["publisher"]
         print(
             f"  flat out            {st['rate']:>10,.0f} msgs/s  ({vs(st['rate'])}), "
-            f"lost {st['lost']}, seq gaps {st['gaps']}",
+            f"lost {st['lost']}, seq gaps {st['gaps']}; the service's CPU per tick "
+            f"{st['cpu_us']:.2f} us (raw msgspec publisher: {pub_cpu:.2f} us a message)",
             flush=True,
         )
 
         n = int(a.latency_rate * a.latency_seconds)
         st = svc.phase("LAT", prices_for(n + a.warmup, 2), a.latency_rate)
-        keys = ("p50_ms", "p99_ms", "max_ms", "in_p50_ms", "in_p99_ms", "lost", "gaps")
+        keys = ("p50_ms", "p99_ms", "max_ms", "in_p50_ms", "in_p99_ms", "lost", "gaps", "cpu_us")
         out["latency"] = {"rate": a.latency_rate, **{k: st[k] for k in keys}}
         print(
             f"  {a.latency_rate:,.0f}/s for {a.latency_seconds:g} s  latency p50 "
             f"{st['p50_ms']:.3f} ms, p99 {st['p99_ms']:.3f} ms, max {st['max_ms']:.2f} ms "
             f"(tick to publish p50 {st['in_p50_ms']:.3f}, p99 {st['in_p99_ms']:.3f}), "
-            f"lost {st['lost']}",
+            f"lost {st['lost']}; CPU per tick {st['cpu_us']:.2f} us",
             flush=True,
         )
 
         n = int(a.rate * a.duration)
         st = svc.phase("SUST", prices_for(n + a.warmup, 3), a.rate)
         achieved = st["sent"] / st["send_seconds"]
+        keys = ("m", "lost", "gaps", "p50_ms", "p99_ms", "max_ms", "cpu_us")
         out["sustained"] = {"rate": a.rate, "achieved": achieved, "seconds": st["send_seconds"],
-                            "ticks": n, **{k: st[k] for k in
-                            ("m", "lost", "gaps", "p50_ms", "p99_ms", "max_ms")}}  # fmt: skip
+                            "ticks": n, **{k: st[k] for k in keys}}  # fmt: skip
         print(
             f"  {a.rate:,.0f}/s for {st['send_seconds']:.1f} s ({achieved:,.0f}/s sent)  "
             f"{n:,} ticks, lost {st['lost']}, seq gaps {st['gaps']}, "
-            f"latency p50 {st['p50_ms']:.2f} ms p99 {st['p99_ms']:.2f} ms",
+            f"latency p50 {st['p50_ms']:.2f} ms p99 {st['p99_ms']:.2f} ms; CPU per tick "
+            f"{st['cpu_us']:.2f} us",
             flush=True,
         )
         hb = out["heartbeat"] = svc.heartbeats()
