@@ -17,7 +17,10 @@ small batches and the lowest latency. Above `coalesce_rate` messages a second
 gather, at most `coalesce` seconds (4 ms), so that a steady high rate, which would
 otherwise be read in dribbles of a few dozen, is decoded in real batches (about
 4 us a tick instead of 6 at 50k/s, for 4 ms more latency); below it (a 10k/s
-feed, or a burst after a pause) every wake-up is served at once.
+feed, or a burst after a pause) every wake-up is served at once. The rate is
+measured over `RATE_WINDOW` (a quarter of a second), so the burst a producer
+sends after a stall of a few tens of milliseconds does not make a 10k/s feed
+wait on the timer.
 
 Bad input never stops the service: every tick that fails a check (see
 `protocol.TICK_PROBLEMS`) is dropped, counted by reason, and each reason is
@@ -53,6 +56,25 @@ log = logging.getLogger(__name__)
 
 _NB = zmq.NOBLOCK
 _raw_recv = zmq.backend.Socket.recv  # under pyzmq's wrapper: see publisher._raw_send
+RATE_WINDOW = 0.25  # seconds: the feed's rate is measured over windows this long
+
+
+class RateMeter:
+    """Messages per second over the last complete window of `window` seconds."""
+
+    def __init__(self, now: float, window: float = RATE_WINDOW) -> None:
+        self.window = window
+        self.rate = 0.0
+        self._since = now
+        self._count = 0
+
+    def add(self, n: int, now: float) -> float:
+        """Count `n` messages taken at `now`; the current rate."""
+        self._count += n
+        if now - self._since >= self.window:
+            self.rate = self._count / (now - self._since)
+            self._since, self._count = now, 0
+        return self.rate
 
 
 class TickFeed:
@@ -242,9 +264,7 @@ class TickFeed:
         if waiter is None:
             raise ConfigError("the tick feed is not open")
         loop = asyncio.get_running_loop()
-        since = loop.time()
-        window = 0
-        rate = 0.0  # messages per second, over the last window
+        meter = RateMeter(loop.time())
         room = self._room
         while not self._stopping:
             if self._error is not None:
@@ -252,10 +272,7 @@ class TickFeed:
             if room is not None:
                 await room()  # the next stage is full: leave the ticks queued on the socket
             n = self._drain()
-            now = loop.time()
-            window += n
-            if now - since >= 0.05:  # the rate over 50 ms windows: bursts do not fool it
-                rate, window, since = window / (now - since), 0, now
+            rate = meter.add(n, loop.time())
             if n >= self.batch:
                 await asyncio.sleep(0)  # busy: let heartbeats and snapshots run
                 continue
@@ -300,4 +317,4 @@ class TickFeed:
             )
 
 
-__all__ = ["TickFeed"]
+__all__ = ["RATE_WINDOW", "RateMeter", "TickFeed"]

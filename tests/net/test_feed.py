@@ -17,7 +17,7 @@ from streamer.market.feed import TickDecoder
 from streamer.market.synthetic import RegimeSpec, simulate
 from streamer.messages import RegimeDecode
 from streamer.net import protocol as P
-from streamer.net.feed import TickFeed
+from streamer.net.feed import RATE_WINDOW, RateMeter, TickFeed
 from tests.sinks import Collector
 
 CFG = TrackerConfig(warmup=60, refit_every=0, restarts=1)
@@ -92,6 +92,25 @@ def test_interleaved_symbols_decode_as_if_fed_apart(series: Any, symbols: int) -
         want = [d.to_wire() for d in apart_out if d.symbol == name]
         assert got == want and len(got) > 100
     assert mixed.stats()["accepted"] == len(interleaved) + 60 * symbols
+
+
+def test_the_rate_that_turns_coalescing_on_is_not_fooled_by_bursts() -> None:
+    """A 10k/s feed whose producer stalls 100 ms now and then (and catches up at once) stays
+    under the 20k/s that makes the loop wait for ticks to gather; a steady 50k/s does not."""
+    feed = TickFeed(Collector(), bind_to=["inproc://rate"])
+    meter, short = RateMeter(0.0), RateMeter(0.0, window=0.05)
+    top = top_short = 0.0
+    for i in range(4000):  # wake-ups every 2.5 ms: 25 ticks each, or a stall's backlog
+        stalled = i % 80 < 40  # 100 ms with nothing, every 200 ms
+        n = 0 if stalled else 25 + (1000 if i % 80 == 40 else 0)
+        top = max(top, meter.add(n, 0.0025 * (i + 1)))
+        top_short = max(top_short, short.add(n, 0.0025 * (i + 1)))
+    assert 8_000 < meter.rate < 12_500 and top < feed.coalesce_rate
+    assert top_short > feed.coalesce_rate  # what a 50 ms window made of the same feed
+    fast = RateMeter(0.0)
+    rates = [fast.add(125, 0.0025 * (i + 1)) for i in range(400)]  # 50k/s
+    assert rates[-1] == pytest.approx(50_000, rel=0.02)
+    assert min(i for i, r in enumerate(rates) if r >= feed.coalesce_rate) * 0.0025 <= RATE_WINDOW
 
 
 def test_bad_ticks_are_dropped_counted_and_logged_once(
