@@ -8,6 +8,8 @@ from typing import Any
 
 import zmq
 
+from streamer.market.decoder import RegimeTracker, TrackerConfig
+from streamer.market.synthetic import RegimeSpec, simulate
 from streamer.messages import RegimeDecode
 from streamer.net import protocol as P
 from streamer.net.publisher import Publisher
@@ -85,3 +87,19 @@ async def test_the_publisher_sends_one_summary_per_symbol_and_interval(
     assert sub.stats.missed == 0
     for m in got:
         validate_message(validators, m.topic, m.body)
+
+
+def test_a_batch_as_arrays_folds_in_as_its_decodes_do() -> None:
+    """The tick path hands the publisher `DecodeBatch`es: same summaries, no message per tick."""
+    s = simulate(RegimeSpec.preset(3), 900, seed=4)
+    tr = RegimeTracker("X", TrackerConfig(warmup=200, refit_every=0, states=3, level=0.0))
+    tr.push_many(s.times[:300], s.prices[:300])
+    assert tr.decoder is not None
+    batches = [tr.decoder.step_many(s.times[a:b], s.prices[a:b]) for a, b in
+               ((300, 301), (301, 600), (600, 600), (600, 900))]  # fmt: skip
+    arrays, objects = Summaries(), Summaries()
+    for i, b in enumerate(batches):
+        arrays.add(b, 1.0 + i)
+        objects.add(list(b), 1.0 + i)
+    (a,), (o,) = arrays.take(lambda _: 7), objects.take(lambda _: 7)
+    assert a == o and a.ticks == 600 and a.changes > 0
