@@ -47,6 +47,7 @@
     ws.onmessage = (ev) => onFrame(JSON.parse(ev.data));
     ws.onclose = () => {
       ws = null;
+      serverConnected = false; // "connected" again only once the new connection sends a frame
       setConnection();
       setTimeout(connect, 1000); // the next frame after reconnecting is a snapshot
     };
