@@ -39,7 +39,13 @@ from streamer.cluster.address import parse_address
 from streamer.errors import ConfigError
 from streamer.fits import FitKind
 from streamer.market.settings import TicksConfig, TrackerConfig
-from streamer.net.protocol import DEFAULT_HEARTBEAT, DEFAULT_HWM, DEFAULT_PUB, MAX_TICK_BYTES
+from streamer.net.protocol import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_HWM,
+    DEFAULT_PUB,
+    MAX_TICK_BYTES,
+    PublishPolicy,
+)
 
 WorkerKind = Literal["process", "thread", "inline"]
 
@@ -161,7 +167,9 @@ class PublisherConfig:
     snapshot: str | None = None  # snapshot endpoint for late joiners (unset: the pub port + 1)
     snapshots: bool = True  # serve snapshots to late joiners
     hwm: int = DEFAULT_HWM  # messages queued per subscriber before sends fail (0 = no limit)
-    lossy: bool = False  # let ZeroMQ drop silently per slow subscriber instead of counting
+    policy: PublishPolicy = "fair"  # a full subscriber queue: fair, lossless or lossy (protocol.md)
+    stall_timeout: float = 2.0  # seconds without progress before a subscriber counts as stalled
+    lossy: bool = False  # the same as policy = "lossy" (kept for older scripts: --lossy)
     heartbeat: float = DEFAULT_HEARTBEAT  # seconds between heartbeats, at most 1
     metrics_interval: float = 5.0  # seconds between metrics messages (0 = only at the end)
     summary_interval: float = 0.1  # seconds between per-symbol regime summaries (0 = none)
@@ -171,6 +179,11 @@ class PublisherConfig:
     def __post_init__(self) -> None:
         _check(bool(self.endpoint), "publisher.endpoint", "must not be empty")
         _check(self.hwm >= 0, "publisher.hwm", f"must be >= 0 (0 = no limit), not {self.hwm}")
+        _check(
+            self.stall_timeout > 0,
+            "publisher.stall_timeout",
+            f"must be > 0 seconds, not {self.stall_timeout}",
+        )
         _check(
             0 < self.heartbeat <= 1.0,
             "publisher.heartbeat",

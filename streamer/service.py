@@ -125,6 +125,8 @@ def publisher_for(
         c.endpoint,
         snapshot=snapshot,
         hwm=c.hwm,
+        policy=c.policy,
+        stall_timeout=c.stall_timeout,
         lossy=c.lossy,
         heartbeat=c.heartbeat,
         metrics_interval=c.metrics_interval,
@@ -367,15 +369,19 @@ class Service:
                     on_event=self._status,
                 )
                 return
-            self.tick_result = await run_ticks(
-                self.config.ticks,
-                self.config.tracker,
-                self.speed,
-                replayed,
-                on_event=self._status,
-                trackers=self._tick_trackers,
-                executor=self._fit_pool,
-            )
+            pub = self.publisher
+            waits = pub is not None and self.speed == 0  # a replay flat out can wait for readers
+            with pub.pacing() if pub is not None and waits else contextlib.nullcontext():
+                self.tick_result = await run_ticks(
+                    self.config.ticks,
+                    self.config.tracker,
+                    self.speed,
+                    replayed,
+                    on_event=self._status,
+                    trackers=self._tick_trackers,
+                    executor=self._fit_pool,
+                    ready=pub.ready if pub is not None and waits else None,
+                )
 
         tasks[asyncio.create_task(ticks(), name="ticks")] = "tick replay"
 

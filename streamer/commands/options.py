@@ -105,6 +105,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--snapshot", "publisher.snapshot", "publishing", "ENDPOINT"),
     Flag("--no-snapshot", "publisher.snapshots", "publishing", const=False),
     Flag("--hwm", "publisher.hwm", "publishing", "N"),
+    Flag("--policy", "publisher.policy", "publishing"),
+    Flag("--subscriber-stall", "publisher.stall_timeout", "publishing", "S"),
     Flag("--lossy", "publisher.lossy", "publishing"),
     Flag("--heartbeat", "publisher.heartbeat", "publishing", "S"),
     Flag("--metrics-interval", "publisher.metrics_interval", "publishing", "S"),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -67,6 +67,7 @@ async def run_ticks(
     executor: Executor | None = None,
     on_event: Callable[[str], None] | None = None,
     trackers: dict[str, RegimeTracker] | None = None,
+    ready: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
     """Replay and decode every file, sending each decode to `sink`; returns the counters.
 
@@ -78,6 +79,9 @@ async def run_ticks(
     tracker already in it (restored from a checkpoint) goes on from its state, and
     the file's ticks at or before its last tick are skipped (counted as ``resumed``),
     so a replay killed and started again continues where its state stopped.
+
+    At ``speed`` 0, `ready` (the publisher's) is awaited after each batch: the
+    replay goes at the pace of the subscribers that keep reading.
     """
     files = list(ticks.files)
     if not files:
@@ -102,6 +106,8 @@ async def run_ticks(
         if speed == 0:
             async for batch in decode_arrays(s.times, s.prices, tracker, executor=executor):
                 send_many(batch)
+                if ready is not None:
+                    await ready()
         else:
             paced = pace(s.ticks(symbol), speed, clock=clock)
             async for d in decode_stream(paced, tracker, executor=executor):

@@ -46,6 +46,7 @@ KINDS = (SPEECH, REGIME, HEARTBEAT, STATUS, METRICS, SUMMARY)
 TICK = "tick"  # input: outside producers -> the service's tick feed
 TICK_TOPIC = b"tick"
 SNAPSHOT = b"snapshot"  # request and reply, on the snapshot (ROUTER) socket
+PROGRESS = b"progress"  # a subscriber's progress report, on the snapshot socket (no reply)
 SNAPSHOT_ERROR = b"error"
 
 DEFAULT_PUB = "tcp://127.0.0.1:5556"
@@ -55,9 +56,10 @@ MAX_TICK_BYTES = 4096
 MAX_SYMBOL = 64
 
 STATES = ("starting", "waiting", "running", "draining", "stopped")
-POLICIES = ("nodrop", "lossy")
+POLICIES = ("fair", "lossless", "lossy")
 State = Literal["starting", "waiting", "running", "draining", "stopped"]
-Policy = Literal["nodrop", "lossy"]
+PublishPolicy = Literal["fair", "lossless", "lossy"]
+Policy = Literal["nodrop", "lossy"]  # what the socket does at a full queue right now
 
 # -- the messages -------------------------------------------------------------------------------
 
@@ -151,6 +153,9 @@ class Heartbeat(Envelope, kw_only=True):
     uptime: Opt[NonNeg] = UNSET
     subscribers: Opt[NonNegInt] = UNSET
     snapshot: Opt[Annotated[str | None, Meta(description="snapshot endpoint")]] = UNSET
+    hwm: Opt[
+        Annotated[NonNegInt, Meta(description="the publisher's queue per subscriber (0: no limit)")]
+    ] = UNSET
     last: LastSeqs
     levels: Opt[
         Annotated[
@@ -175,6 +180,20 @@ class Status(Envelope, kw_only=True):
     detail: Opt[str] = UNSET
 
 
+class Readers(Struct, kw_only=True):
+    """What subscribers that report their progress (`streamer.net.Subscriber`) said."""
+
+    reporting: Annotated[NonNegInt, Meta(description="subscribers that reported lately")]
+    behind: Annotated[
+        NonNegInt, Meta(description="...of those, more than half the queue behind and reading")
+    ]
+    stalled: Annotated[
+        NonNegInt, Meta(description="...of those, not reading for the stall timeout")
+    ]
+    missed: Annotated[NonNegInt, Meta(description="messages they saw lost (gaps in seq)")]
+    resyncs: Annotated[NonNegInt, Meta(description="snapshots they took again after a gap")]
+
+
 class Metrics(Envelope, kw_only=True):
     """Counters, every few seconds and at shutdown; topic `metrics`."""
 
@@ -183,7 +202,23 @@ class Metrics(Envelope, kw_only=True):
     uptime: NonNeg
     subscribers: NonNegInt
     hwm: NonNegInt
-    policy: Policy
+    policy: Annotated[
+        Policy,
+        Meta(description="now: a full queue refuses sends (nodrop) or drops its messages (lossy)"),
+    ]
+    publishing: Opt[Annotated[PublishPolicy, Meta(description="the policy chosen (--policy)")]] = (
+        UNSET
+    )
+    stalls: Opt[
+        Annotated[NonNegInt, Meta(description="times a stalled subscriber was cut loose (fair)")]
+    ] = UNSET
+    recoveries: Opt[
+        Annotated[NonNegInt, Meta(description="times every queue had room again (fair)")]
+    ] = UNSET
+    held: Opt[
+        Annotated[NonNegInt, Meta(description="messages waiting for room (a waiting replay)")]
+    ] = UNSET
+    readers: Opt[Readers] = UNSET
     sent: Annotated[Counts, Meta(description="messages sent, per kind")]
     dropped: Annotated[Counts, Meta(description="messages dropped at the high-water mark")]
     invalid: Opt[NonNegInt] = UNSET
@@ -245,6 +280,20 @@ class SnapshotRequest(Struct, kw_only=True):
     topics: list[str]
 
 
+class Progress(Struct, kw_only=True):
+    """A subscriber's progress report: ``[b"progress", body]`` on the snapshot socket, no reply."""
+
+    v: Literal[1]
+    client: Annotated[str, Meta(min_length=1, max_length=64, description="random, per client")]
+    topics: Annotated[list[str], Meta(max_length=256, description="its subscriptions")]
+    read: Annotated[
+        NonNegInt,
+        Meta(description="the next seq it expects, summed over its topic frames: how far it read"),
+    ]
+    missed: Annotated[NonNegInt, Meta(description="messages it saw lost")]
+    resyncs: Annotated[NonNegInt, Meta(description="snapshots it took again after a gap")]
+
+
 Body = Speech | Regime | Heartbeat | Status | Metrics | Summary | Envelope
 TYPES: dict[str, type[Body]] = {
     SPEECH: Speech,
@@ -254,7 +303,12 @@ TYPES: dict[str, type[Body]] = {
     METRICS: Metrics,
     SUMMARY: Summary,
 }
-SCHEMA_TYPES: dict[str, type[Struct]] = {**TYPES, TICK: Tick, "snapshot": SnapshotMeta}
+SCHEMA_TYPES: dict[str, type[Struct]] = {
+    **TYPES,
+    TICK: Tick,
+    "snapshot": SnapshotMeta,
+    "progress": Progress,
+}
 
 # -- encoding and decoding ----------------------------------------------------------------------
 
@@ -270,6 +324,7 @@ _decoders = {cls: msgspec.json.Decoder(cls) for cls in (*SCHEMA_TYPES.values(), 
 _any = msgspec.json.Decoder()
 _ticks = msgspec.json.Decoder(Tick)
 _requests = msgspec.json.Decoder(SnapshotRequest)
+_progress = msgspec.json.Decoder(Progress)
 
 
 def dumps(obj: Any) -> str:
@@ -703,6 +758,26 @@ def parse_snapshot_reply(
     return meta, items
 
 
+def progress_report(
+    client: str, topics: Sequence[str], read: int, missed: int, resyncs: int
+) -> list[bytes]:
+    """A subscriber's progress report (`Progress`), sent on the snapshot socket."""
+    body = Progress(
+        v=VERSION, client=client, topics=list(topics), read=read, missed=missed, resyncs=resyncs
+    )
+    return [PROGRESS, _encode(body)]
+
+
+def parse_progress(frames: Sequence[bytes]) -> Progress:
+    """A progress report's body (ProtocolError when malformed)."""
+    if len(frames) != 2 or bytes(frames[0]) != PROGRESS:
+        raise ProtocolError("expected [b'progress', body]")
+    try:
+        return _progress.decode(frames[1])
+    except msgspec.DecodeError as e:
+        raise ProtocolError(f"progress report: {e}") from None
+
+
 def error_reply(text: str) -> list[bytes]:
     return [SNAPSHOT_ERROR, text.encode()]
 
@@ -716,6 +791,7 @@ __all__ = [
     "MAX_TICK_BYTES",
     "METRICS",
     "POLICIES",
+    "PROGRESS",
     "REGIME",
     "SCHEMA_TYPES",
     "SPEECH",
@@ -736,6 +812,9 @@ __all__ = [
     "Level",
     "Message",
     "Metrics",
+    "Progress",
+    "PublishPolicy",
+    "Readers",
     "Regime",
     "SnapshotMeta",
     "SnapshotRequest",
@@ -759,11 +838,13 @@ __all__ = [
     "loads",
     "matches",
     "parse_body",
+    "parse_progress",
     "parse_snapshot_reply",
     "parse_snapshot_request",
     "parse_tick",
     "parse_ticks",
     "problem",
+    "progress_report",
     "snapshot_reply",
     "snapshot_request",
     "topic",

@@ -4,15 +4,18 @@ Loss is a choice here, made up front and reported, not an accident:
 
 - Sends are non-blocking and ZeroMQ queues up to `hwm` messages per subscriber
   (default 200,000: four seconds of a 50k msgs/s stream, or about 60 MB for a
-  subscriber that stops reading). With the default ``nodrop`` policy
-  (``ZMQ_XPUB_NODROP``) a send that would pass the mark fails at once instead of
-  being discarded silently inside ZeroMQ; the message is counted as dropped,
-  its `seq` is spent (subscribers see the gap) and it still updates the
-  snapshot state. One subscriber that stops reading therefore costs every
-  subscriber of those topics their messages once its queue is full, and the
-  ``metrics`` topic says how many. ``lossy`` gives plain PUB behaviour instead:
-  only the slow subscriber loses, and the publisher cannot count it (the
-  subscriber sees the gap in `seq`).
+  subscriber that stops reading). The policy says what happens at the mark:
+  ``fair`` (default) sends with ``ZMQ_XPUB_NODROP`` on, so a full queue refuses
+  the send rather than drop it. A producer that can wait (`pacing`, `ready`: a
+  replay at ``--speed 0``) has it held and waits until it goes out, so readers
+  lose nothing; when nothing gets through for `stall_timeout` seconds a subscriber
+  is stalled and the socket turns lossy (NODROP off: only full queues drop). A
+  sender that cannot wait turns it lossy at the first refusal. A probe (one send
+  with NODROP on, about once a second) finds when every queue has room again.
+  ``lossless`` holds for a waiting producer as long as it takes (one stalled
+  reader stops it) and drops for all, counted, when the sender cannot wait;
+  ``lossy`` is plain PUB. ZeroMQ does not say which queue is full: a slow plain
+  reader loses too while full queues drop (it sees the gap in `seq`).
 - Late joiners get the current state through the zguide's clone pattern: a
   ROUTER socket answers a snapshot request with the latest message per topic
   and key (each symbol's regime, each stream's last word, the status) plus the
@@ -46,8 +49,9 @@ import math
 import os
 import secrets
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import zmq
@@ -78,6 +82,21 @@ _HB = P.HEARTBEAT.encode()
 
 
 SNAPSHOT_GRACE = 1.0  # seconds wait_subscribers allows the new subscribers to take snapshots
+MAX_READERS = 1024  # reporting subscribers remembered at most (the oldest report goes first)
+
+
+@dataclass
+class _Reader:
+    """The latest progress report of one subscriber (`streamer.net.Subscriber`)."""
+
+    topics: list[str]
+    read: int  # how far it has read: the next seq it expects, summed over its topics
+    ahead: int  # ...and how far the publisher had sent on those topics when the report came
+    released: int  # the publisher's count of all messages sent (not held) then
+    heard: float  # monotonic time of the report
+    advanced: float  # ...of the last report that read more, or had nothing left to read
+    missed: int
+    resyncs: int
 
 
 class Publisher:
@@ -89,6 +108,8 @@ class Publisher:
         *,
         snapshot: str | bool = True,
         hwm: int = P.DEFAULT_HWM,
+        policy: P.PublishPolicy = "fair",
+        stall_timeout: float = 2.0,
         lossy: bool = False,
         heartbeat: float = P.DEFAULT_HEARTBEAT,
         metrics_interval: float = 5.0,
@@ -110,6 +131,12 @@ class Publisher:
             raise ConfigError(f"--metrics-interval must be >= 0, not {metrics_interval}")
         if summary_interval < 0:
             raise ConfigError(f"--summary-interval must be >= 0, not {summary_interval}")
+        if lossy:
+            policy = "lossy"  # the older flag, kept for scripts
+        if policy not in P.POLICIES:
+            raise ConfigError(f"--policy must be one of {', '.join(P.POLICIES)}, not {policy!r}")
+        if not stall_timeout > 0:
+            raise ConfigError(f"--subscriber-stall must be > 0 seconds, not {stall_timeout}")
         self.requested = endpoint
         self.endpoint = endpoint
         if snapshot is True:
@@ -119,7 +146,19 @@ class Publisher:
         else:
             self.snapshot_endpoint = None
         self.hwm = hwm
-        self.policy = "lossy" if lossy else "nodrop"
+        self.policy: P.PublishPolicy = policy
+        self.stall_timeout = stall_timeout
+        # fair: whether the socket refuses a send when a queue is full (XPUB_NODROP) right now
+        self.lossless = policy != "lossy"
+        self.stalls = 0  # times the fair policy let full queues drop (a stalled subscriber)
+        self.recoveries = 0  # ...and times a probe found every queue with room again
+        self.held_max = max(hwm, 10_000)  # messages held for a waiting producer, at most
+        self._held: deque[tuple[str, bytes, bytes]] = deque()  # (kind, topic, body), in order
+        self._pacers = 0  # producers that await `ready` between batches (see `pacing`)
+        self._progress = 0.0  # monotonic time of the last send that got through while holding
+        self._next_probe = 0.0
+        self._readers: OrderedDict[str, _Reader] = OrderedDict()  # by client id, oldest first
+        self.bad_reports = 0
         self.heartbeat_interval = heartbeat
         self.metrics_interval = metrics_interval
         self.summary_interval = summary_interval
@@ -148,6 +187,7 @@ class Publisher:
         self._sock: zmq.Socket[Any] | None = None
         self._router: zmq.Socket[Any] | None = None
         self._seq: dict[bytes, int] = {t.encode(): int(n) for t, n in (seqs or {}).items()}
+        self._numbered = sum(self._seq.values())  # messages given a seq, all topics together
         self._state: dict[tuple[bytes, str | None], tuple[int, bytes]] = {}
         self._regime_topics: dict[str, bytes] = {}
         self._providers: dict[str, Callable[[], Any]] = {}
@@ -181,7 +221,7 @@ class Publisher:
                 self._auth = acquire_auth(ctx, self.curve)
             sock = self._sock = sync_socket(ctx, zmq.XPUB)
             sock.sndhwm = self.hwm
-            if self.policy == "nodrop":
+            if self.lossless:
                 sock.setsockopt(zmq.XPUB_NODROP, 1)
             sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscription, to count subscribers
             if self.curve is not None:
@@ -221,6 +261,12 @@ class Publisher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
+        if not self._flush():  # held for a producer that stopped waiting
+            self._go_lossy("closing")
+            self._flush()
+            for kind, _, _ in self._held:
+                self.dropped[kind] += 1
+            self._held.clear()
         await self._close_sockets(flush=True)
 
     async def _close_sockets(self, flush: bool) -> None:
@@ -319,15 +365,225 @@ class Publisher:
     def _publish(self, kind: str, t: bytes, body: bytes, state_key: str | None) -> bool:
         seq = self._seq.get(t, 0)
         self._seq[t] = seq + 1
+        self._numbered += 1
         if kind != P.HEARTBEAT:  # heartbeats are liveness, not state
             self._state[(t, state_key)] = (seq, body)
             if self.on_seq is not None and kind != P.REGIME:
                 self.on_seq(t, seq + 1)
+        if self._held or self._room() == 0:  # behind what waits, in order
+            return self._hold(kind, t, body)  # (so a heartbeat's `last` stays true)
+        if not self.lossless and self.policy == "fair" and time.monotonic() >= self._next_probe:
+            return self._probe(kind, t, body)
+        if self._emit(t, body):
+            self.sent[kind] += 1
+            return True
+        return self._refused(kind, t, body)
+
+    # -- full queues: hold, drop for one, or drop for all (see docs/protocol.md, "Loss") --------
+
+    def _hold(self, kind: str, t: bytes, body: bytes) -> bool:
+        """Keep a message for `ready` to send (a waiting producer); dropped past `held_max`."""
+        held = self._held
+        if len(held) >= self.held_max:
+            self.dropped[kind] += 1
+            return False
+        if not held:
+            self._progress = time.monotonic()
+        held.append((kind, t, body))
+        return True
+
+    def _refused(self, kind: str, t: bytes, body: bytes) -> bool:
+        """A send refused because some subscriber's queue is full (XPUB_NODROP).
+
+        A producer that waits (`pacing`) gets the message held until `ready` sends it.
+        Under ``fair`` with no one to wait, only the full queue should lose: the
+        socket stops refusing (lossy) and the message goes to everyone else at once.
+        Under ``lossless`` with no one to wait it is dropped for all, and counted.
+        """
+        if self._pacers and self.lossless:
+            return self._hold(kind, t, body)
+        if self.policy == "fair":
+            self._go_lossy("a subscriber's queue is full and the sender cannot wait")
+            if self._emit(t, body):
+                self.sent[kind] += 1
+                return True
+        self.dropped[kind] += 1
+        return False
+
+    def _set_nodrop(self, on: bool) -> None:
+        # libzmq reads XPUB_NODROP on every send, so this takes effect at the next one
+        if self._sock is not None:
+            self._sock.setsockopt(zmq.XPUB_NODROP, int(on))
+
+    def _go_lossy(self, why: str) -> None:
+        """Fair policy: a stalled subscriber's queue drops its messages, nobody else's."""
+        if self.policy != "fair" or not self.lossless or self._sock is None:
+            return
+        self._set_nodrop(False)
+        self.lossless = False
+        self.stalls += 1
+        self._next_probe = time.monotonic() + self.probe_interval
+        log.warning("a subscriber is stalled (%s): it alone loses messages now", why)
+        self._flush()
+
+    @property
+    def probe_interval(self) -> float:
+        """How often the lossy phase of ``fair`` checks whether every queue has room again."""
+        return min(1.0, self.stall_timeout / 2)
+
+    def _probe(self, kind: str, t: bytes, body: bytes) -> bool:
+        """One send with XPUB_NODROP on: if it goes through, no queue is full any more."""
+        self._next_probe = time.monotonic() + self.probe_interval
+        self._set_nodrop(True)
+        if self._emit(t, body):
+            self.lossless = True
+            self.recoveries += 1
+            log.info("every subscriber's queue has room again: lossless for all")
+            self.sent[kind] += 1
+            return True
+        self._set_nodrop(False)
         if self._emit(t, body):
             self.sent[kind] += 1
             return True
         self.dropped[kind] += 1
         return False
+
+    def _flush(self) -> bool:
+        """Send what is held, in order, as far as there is room; True once nothing is left."""
+        held = self._held
+        room = self._room()
+        while held:
+            kind, t, body = held[0]
+            if room is not None:
+                if room <= 0:
+                    return False
+                room -= 1
+            if not self._emit(t, body):
+                return False
+            held.popleft()
+            self.sent[kind] += 1
+            self._progress = time.monotonic()
+        return True
+
+    @contextlib.contextmanager
+    def pacing(self) -> Iterator[None]:
+        """Mark a producer that awaits `ready` between batches (a replay at ``--speed 0``).
+
+        While one is marked, a send refused at a full queue is held for `ready`
+        instead of dropped: the producer goes at the pace of its subscribers.
+        """
+        self._pacers += 1
+        try:
+            yield
+        finally:
+            self._pacers -= 1
+
+    @property
+    def held(self) -> int:
+        """Messages waiting for room in a subscriber's queue."""
+        return len(self._held)
+
+    async def ready(self) -> None:
+        """Return when the producer may send more: what was held has gone out.
+
+        Under ``fair``, when nothing has got through for `stall_timeout` seconds,
+        a subscriber is stalled: its queue is left to drop (it alone loses) and
+        the rest goes out at once. Under ``lossless`` this waits as long as it takes.
+        """
+        delay = 0.0005
+        while not self._flush():
+            if self._sock is None:
+                self._held.clear()
+                return
+            if self.policy == "fair" and time.monotonic() - self._progress >= self.stall_timeout:
+                self._go_lossy(f"no message got through for {self.stall_timeout:g} s")
+                continue
+            await asyncio.sleep(delay)  # room comes, or a reader's report that it read
+            delay = min(delay * 2, 0.01 if self.lossless else 0.002)
+
+    # -- progress reports (`streamer.net.Subscriber`): waiting for readers, not for stalls -------
+
+    @property
+    def _released(self) -> int:
+        """Messages that left the publisher (sent or dropped), all topics together."""
+        return self._numbered - len(self._held)
+
+    def _matching(self, topics: list[str]) -> int:
+        """How far the publisher has sent on `topics`: next seq, summed over their topic frames."""
+        if "" in topics:
+            return self._released
+        prefixes = [*topics, P.HEARTBEAT]  # a client always takes heartbeats
+        ahead = sum(n for t, n in self._seq.items() if P.matches(t.decode(), prefixes))
+        return ahead - sum(1 for _, t, _ in self._held if P.matches(t.decode(), prefixes))
+
+    def _on_progress(self, report: P.Progress) -> None:
+        now = time.monotonic()
+        old = self._readers.pop(report.client, None)
+        ahead = self._matching(report.topics)
+        moved = old is None or report.read > old.read or ahead - report.read <= self.hwm // 2
+        self._readers[report.client] = _Reader(
+            topics=report.topics,
+            read=report.read,
+            ahead=ahead,
+            released=self._released,
+            heard=now,
+            advanced=now if moved or old is None else old.advanced,
+            missed=report.missed,
+            resyncs=report.resyncs,
+        )
+        while len(self._readers) > MAX_READERS:
+            self._readers.popitem(last=False)
+
+    def _stalled(self, r: _Reader, now: float) -> bool:
+        """No report, or behind and no further, for `stall_timeout` s: not waited for."""
+        return now - r.heard >= self.stall_timeout or now - r.advanced >= self.stall_timeout
+
+    def _expire_readers(self, now: float) -> None:
+        gone = now - max(10.0, 5 * self.stall_timeout)
+        while self._readers:
+            first = next(iter(self._readers.values()))
+            if first.heard >= gone:
+                break
+            self._readers.popitem(last=False)
+
+    def _behind(self, r: _Reader) -> int:
+        """At most how many messages it has not read yet (an upper bound: all topics since)."""
+        return r.ahead - r.read + self._released - r.released
+
+    def _room(self) -> int | None:
+        """How many more messages may go now without overrunning a reader (None: any number).
+
+        While a stalled subscriber's queue drops (the lossy phase of ``fair``) ZeroMQ
+        no longer holds a waiting producer back for anyone: the reporting
+        subscribers that keep reading (`streamer.net.Subscriber`) are then kept
+        within half a queue of what was sent, so their queues never fill. Stalled
+        ones are not waited for.
+        """
+        if self.lossless or not self._pacers or not self.hwm or not self._readers:
+            return None
+        now = time.monotonic()
+        limit = self.hwm // 2
+        room: int | None = None
+        for r in self._readers.values():
+            if not self._stalled(r, now):
+                left = limit - self._behind(r)
+                room = left if room is None or left < room else room
+        return None if room is None else max(room, 0)
+
+    def readers(self) -> P.Readers:
+        """What the reporting subscribers said (the `readers` of metrics)."""
+        now = time.monotonic()
+        self._expire_readers(now)
+        limit = self.hwm // 2 if self.hwm else math.inf
+        rs = list(self._readers.values())
+        stalled = [r for r in rs if self._behind(r) and self._stalled(r, now)]
+        return P.Readers(
+            reporting=len(rs),
+            behind=sum(1 for r in rs if r not in stalled and self._behind(r) > limit),
+            stalled=len(stalled),
+            missed=sum(r.missed for r in rs),
+            resyncs=sum(r.resyncs for r in rs),
+        )
 
     def _unencodable(self, kind: str, e: Exception) -> None:
         self.invalid += 1
@@ -345,10 +601,11 @@ class Publisher:
         return self.publish_body(P.SPEECH, payload, state_key=msg.stream)
 
     def publish_many(self, decodes: Iterable[RegimeDecode]) -> int:
-        """Publish regime decodes (the hot path: one timestamp, typed bodies); how many went out.
+        """Publish regime decodes (the hot path: one timestamp, typed bodies).
 
         A `DecodeBatch` (one symbol's decodes as arrays) is encoded from its arrays
         in one pass (`protocol.encode_regimes`), with no message object per tick.
+        Returns how many went out or are held for `ready` (not dropped).
         """
         sock = self._alive()
         ts = self.clock()
@@ -365,7 +622,10 @@ class Publisher:
         send = _raw_send.__get__(sock)
         encode = P.encode_regime
         last: dict[bytes, tuple[int, bytes]] = {}
-        n = sent = 0
+        held = self._held
+        sent = other = n = 0
+        room = self._room()
+        cap = (1 << 62) if room is None else room  # more waits for a reader (lossy phase)
         for d in decodes:
             t = topics.get(d.symbol)
             if t is None:
@@ -376,23 +636,26 @@ class Publisher:
             except ProtocolError as e:  # NaN in `extra`, say
                 self._unencodable(P.REGIME, e)
                 continue
-            n += 1
             seqs[t] = seq + 1
+            n += 1
             last[t] = (seq, body)
+            if held or sent >= cap:  # behind what waits for room, in order
+                other += self._hold(P.REGIME, t, body)
+                continue
             try:
                 send(t, _MORE_NB)
             except zmq.Again:
+                other += self._refused(P.REGIME, t, body)
                 continue
             send(body, _NB)
             sent += 1
         state = self._state
         for t, v in last.items():
             state[(t, None)] = v
+        self._numbered += n
         if sent:
             self.sent[P.REGIME] += sent
-        if n - sent:
-            self.dropped[P.REGIME] += n - sent
-        return sent
+        return sent + other
 
     def _publish_batch(self, sock: zmq.Socket[Any], b: DecodeBatch, ts: float) -> int | None:
         """One symbol's decodes from their arrays; None if they need the careful path."""
@@ -408,19 +671,26 @@ class Publisher:
             return 0
         self._seq[t] = seq + n
         self._state[(t, None)] = (seq + n - 1, bodies[-1])
+        self._numbered += n
         send = _raw_send.__get__(sock)
-        sent = 0
+        held = self._held
+        room = self._room()
+        cap = (1 << 62) if room is None else room  # more waits for a reader (lossy phase)
+        sent = other = 0
         for body in bodies:
+            if held or sent >= cap:  # behind what waits for room, in order
+                other += self._hold(P.REGIME, t, body)
+                continue
             try:
                 send(t, _MORE_NB)
             except zmq.Again:
+                other += self._refused(P.REGIME, t, body)
                 continue
             send(body, _NB)
             sent += 1
-        self.sent[P.REGIME] += sent
-        if n - sent:
-            self.dropped[P.REGIME] += n - sent
-        return sent
+        if sent:
+            self.sent[P.REGIME] += sent
+        return sent + other
 
     # -- service messages -----------------------------------------------------------------------
 
@@ -459,6 +729,7 @@ class Publisher:
                 uptime=round(self.uptime, 3),
                 subscribers=self.subscribers,
                 snapshot=self.snapshot_endpoint,
+                hwm=self.hwm,
                 last=last,
                 levels=(self.levels() or P.UNSET) if self.levels is not None else P.UNSET,
             )
@@ -499,7 +770,12 @@ class Publisher:
             "uptime": round(self.uptime, 3),
             "subscribers": self.subscribers,
             "hwm": self.hwm,
-            "policy": self.policy,
+            "policy": "nodrop" if self.lossless else "lossy",
+            "publishing": self.policy,
+            "stalls": self.stalls,
+            "recoveries": self.recoveries,
+            "held": len(self._held),
+            "readers": P.builtins(self.readers()),
             "sent": dict(self.sent),
             "dropped": dict(self.dropped),
             "invalid": self.invalid,
@@ -608,6 +884,12 @@ class Publisher:
                     if len(frames) < 2:
                         continue
                     ident, rest = frames[0], frames[1:]
+                    if rest[0] == P.PROGRESS:  # a report: no reply
+                        try:
+                            self._on_progress(P.parse_progress(rest))
+                        except ProtocolError:
+                            self.bad_reports += 1
+                        continue
                     try:
                         reply = self.snapshot(P.parse_snapshot_request(rest))
                         self.snapshots_served += 1

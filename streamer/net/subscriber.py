@@ -13,6 +13,13 @@ it wrong:
   messages (``msg.gap`` says how many, `stats.missed` adds them up). Heartbeats
   carry the last seq of every topic, which also reveals a loss at the end of a
   stream, when no later message would show the jump.
+- **Catching up.** After a gap (a stalled reader that reads again) it takes the
+  snapshot again, at most once per `resync` seconds, so the application has the
+  current state without doing anything (``stats.resyncs``).
+- **Progress reports.** Every heartbeat, and every few messages when the
+  publisher's queue is small, it tells the publisher how far it has read (a
+  `Progress` report on the snapshot socket): a replay at ``--speed 0`` waits for
+  it while it keeps reading, and not once it stops (``report=False``: no reports).
 - **Liveness.** The client always subscribes to heartbeats (last, which is how
   the publisher counts it as a subscriber). Silence longer than
   `heartbeat_timeout` means the publisher is gone: the client reconnects (new
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -56,6 +64,7 @@ from streamer.net.sockets import (
 log = logging.getLogger(__name__)
 
 _NB = zmq.NOBLOCK
+REPORT_INTERVAL = 0.2  # seconds between progress reports, at least, while it reads or waits
 
 
 class PublisherGone(ProtocolError):
@@ -78,6 +87,7 @@ class SubscriberStats:
     reconnects: int = 0  # after heartbeat silence
     snapshots: int = 0
     snapshot_items: int = 0
+    resyncs: int = 0  # snapshots taken again after a gap, to catch up with the current state
 
 
 class Subscriber:
@@ -98,6 +108,8 @@ class Subscriber:
         context: zmq.Context[Any] | None = None,
         rcvhwm: int = P.DEFAULT_HWM,
         batch: int = 1024,
+        resync: float | None = 1.0,
+        report: bool = True,
     ) -> None:
         check_endpoint(endpoint, "endpoint")
         if isinstance(topics, str):
@@ -115,6 +127,11 @@ class Subscriber:
         self.curve = curve
         self.rcvhwm = rcvhwm
         self.batch = batch
+        # after a gap, take the snapshot again (at most once per `resync` s; None: never)
+        self.resync = resync
+        # progress reports to the publisher, so a replay waits for this reader (not if stalled)
+        self.report = report
+        self.client_id = secrets.token_hex(8)
         self.stats = SubscriberStats()
         self.session: str | None = None
         self.epoch: str | None = None
@@ -133,6 +150,13 @@ class Subscriber:
         self._heard = False
         self._before: dict[str, int] = {}  # expectations before a reconnect
         self._closed = False
+        self._snapshot_at: str | None = None  # where the join's snapshot came from
+        self._behind = False  # a gap was seen: the state should be taken again
+        self._next_resync = 0.0
+        self._reporter: zmq.Socket[Any] | None = None  # DEALER to the snapshot socket
+        self._report_every = 1024  # messages between reports (from the heartbeat's `hwm`)
+        self._unreported = 0
+        self._next_report = 0.0
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -183,6 +207,9 @@ class Subscriber:
             return
         self._closed = True
         self._close_socket()
+        if self._reporter is not None:
+            self._reporter.close(linger=0)
+            self._reporter = None
         if self._own_ctx and self._ctx is not None:
             ctx, self._ctx = self._ctx, None
             await term_context(ctx)
@@ -207,10 +234,15 @@ class Subscriber:
             if self._need_join:
                 await self._join()
                 continue
+            if self._behind and await self._resync():
+                continue
             waiter = self._waiter
             assert waiter is not None
-            left = self._last_rx + self.heartbeat_timeout - time.monotonic()
-            if await waiter.wait(left):
+            now = time.monotonic()
+            if now >= self._next_report:
+                self._report()  # a reader waiting for messages is not a stalled one
+            left = self._last_rx + self.heartbeat_timeout - now
+            if await waiter.wait(min(left, REPORT_INTERVAL)):
                 self._drain(self._accept)
             elif time.monotonic() - self._last_rx >= self.heartbeat_timeout:
                 self._gone()
@@ -299,6 +331,7 @@ class Subscriber:
                 gap = seq - exp
                 self.stats.missed += gap
                 self.stats.gaps += 1
+                self._behind = True
                 log.info("%s: %d message(s) lost before seq %d", topic, gap, seq)
             elif seq < exp:
                 if self.epoch is not None and self.epoch != self.session:
@@ -308,6 +341,9 @@ class Subscriber:
                     return
                 self.stats.restarts += 1  # only a restarted publisher numbers backwards
         self._expect[topic] = seq + 1
+        self._unreported += 1
+        if self._unreported >= self._report_every:
+            self._report()
         if heartbeat and not self.heartbeats_wanted:
             return
         if gap:
@@ -339,6 +375,11 @@ class Subscriber:
                 self._need_join = bool(self.snapshot)
         self.session = session
         self.epoch = epoch
+        hwm = data.hwm if isinstance(data, P.Heartbeat) else None
+        if isinstance(hwm, int):
+            # well inside the half of its queue the publisher lets a reader fall behind
+            self._report_every = max(1, hwm // 8) if hwm else 1 << 30
+        self._report()
         if not isinstance(last, dict):
             return
         for topic, n in last.items():
@@ -350,6 +391,7 @@ class Subscriber:
             lost = n - exp + 1  # published up to n before this heartbeat; we stopped before
             self.stats.missed += lost
             self.stats.gaps += 1
+            self._behind = True
             self._expect[topic] = n + 1
             log.info("%s: %d message(s) lost at the tail (seq %d..%d)", topic, lost, exp, n)
 
@@ -388,10 +430,60 @@ class Subscriber:
         where = self.snapshot if isinstance(self.snapshot, str) else None
         if where is None and heartbeat is not None and heartbeat.snapshot:
             where = reachable(str(heartbeat.snapshot), self.endpoint)
+        self._snapshot_at = where
+        self._open_reporter(where)
         if where:
             await self._take_snapshot(where)
         for frames in pending:
             self._accept(frames)
+
+    def _open_reporter(self, where: str | None) -> None:
+        if self._reporter is not None:
+            self._reporter.close(linger=0)
+            self._reporter = None
+        if not (self.report and where) or self._ctx is None:
+            return
+        r = sync_socket(self._ctx, zmq.DEALER)
+        r.sndhwm = 16  # a report that cannot go at once is not worth keeping
+        if self.curve is not None:
+            self.curve.apply(r)
+        try:
+            connect(r, where, "snapshot endpoint")
+        except BaseException:
+            r.close(linger=0)
+            raise
+        self._reporter = r
+
+    def _report(self) -> None:
+        """Tell the publisher how far this client has read (`Progress`): never waits."""
+        self._unreported = 0
+        self._next_report = time.monotonic() + REPORT_INTERVAL
+        r = self._reporter
+        if r is None:
+            return
+        st = self.stats
+        frames = P.progress_report(
+            self.client_id, self.topics, sum(self._expect.values()), st.missed, st.resyncs
+        )
+        with contextlib.suppress(zmq.Again):
+            r.send_multipart(frames, _NB)
+
+    async def _resync(self) -> bool:
+        """After a gap (a stalled reader catching up): the current state again (clone pattern).
+
+        The snapshot brings the latest message per topic and key, and live updates
+        at or below it are dropped as stale, so the application is up to date again
+        without doing anything. Rate-limited to one per `resync` seconds.
+        """
+        now = time.monotonic()
+        if self.resync is None or not self._snapshot_at or now < self._next_resync:
+            return False
+        self._behind = False
+        self._next_resync = now + self.resync
+        self.stats.resyncs += 1
+        log.info("taking the snapshot again after a gap")
+        await self._take_snapshot(self._snapshot_at)
+        return True
 
     async def _take_snapshot(self, where: str) -> None:
         assert self._ctx is not None

@@ -51,6 +51,8 @@ def _good() -> dict[str, dict[str, Any]]:
                     "regime_seq": 119},
         "tick": {"symbol": "BTC-USD", "t": ts, "price": 1.5},
         "snapshot": {"v": 1, "ts": ts, "session": "ab", "seq": {"status": 0}, "count": 0},
+        "progress": {"v": 1, "client": "c1", "topics": ["regime"], "read": 7, "missed": 0,
+                     "resyncs": 0},
     }  # fmt: skip
 
 

@@ -106,7 +106,14 @@ async def test_heartbeats_keep_coming_numbered_and_describing_the_session(
 
 async def test_drops_are_counted_reported_and_seen_as_gaps(zctx: zmq.Context[Any]) -> None:
     """A subscriber that does not read: sends fail at the mark at once, never block."""
-    pub = Publisher("inproc://drops", context=zctx, hwm=10, metrics_interval=0, snapshot=False)
+    pub = Publisher(
+        "inproc://drops",
+        context=zctx,
+        hwm=10,
+        policy="lossless",
+        metrics_interval=0,
+        snapshot=False,
+    )
     async with pub:
         sock = zctx.socket(zmq.SUB)
         sock.rcvhwm = 10

@@ -100,7 +100,9 @@ def _meaning(s: dict[str, Any], defs: dict[str, Any]) -> Any:
     return out
 
 
-@pytest.mark.parametrize("name", sorted(set(P.all_schemas()) - {P.SUMMARY}))  # new since
+@pytest.mark.parametrize(
+    "name", sorted(set(P.all_schemas()) - {P.SUMMARY, "progress"})
+)  # new since
 def test_schemas_mean_what_version_1_said(name: str) -> None:
     old = json.loads((DATA / "schemas_v1" / f"{name}.json").read_text())
     new = json.loads((Path(__file__).parents[2] / "docs" / "schemas" / f"{name}.json").read_text())
