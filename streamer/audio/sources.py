@@ -356,6 +356,39 @@ class DeviceEvent:
 DeviceListener = Callable[[DeviceEvent], None]
 _AUTO = object()
 _open_streams = 0  # PortAudio streams this process has open (a rescan would break them)
+_open_lock = threading.Lock()
+
+
+async def _release(s: Any, first: str, timeout: float, name: str) -> None:
+    """Stop (``first``: stop or abort) and close a PortAudio stream, off the event loop.
+
+    A wedged device can hang both calls. They run in a daemon thread of their own, so
+    the loop, and the interpreter's exit, never wait for them past `timeout`; the
+    stream counts as open until PortAudio lets go of it, so no rescan runs under it.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def shut() -> None:
+        global _open_streams
+        with contextlib.suppress(Exception):
+            getattr(s, first)()
+        with contextlib.suppress(Exception):
+            s.close()
+        with _open_lock:
+            _open_streams -= 1
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+            loop.call_soon_threadsafe(settle)
+
+    threading.Thread(target=shut, name=f"{name} close", daemon=True).start()
+    try:
+        await asyncio.wait_for(asyncio.shield(done), timeout)
+    except TimeoutError:
+        log.warning("%s: the audio device did not close in %g s; left closing", name, timeout)
 
 
 MIC_BLOCK_MS = 10.0  # capture block: smaller blocks, sooner labels
@@ -502,7 +535,8 @@ class MicSource:
                 s.close()
             raise DeviceError(f"cannot start audio input {self.device!r}: {e}") from None
         self._pa_stream = s
-        _open_streams += 1
+        with _open_lock:
+            _open_streams += 1
 
     async def start(self) -> None:
         """Open the device and start capturing (DeviceError if PortAudio or it is missing)."""
@@ -531,16 +565,10 @@ class MicSource:
                 log.exception("device event listener failed")
 
     async def _close_stream(self) -> None:
-        global _open_streams
         s, self._pa_stream = self._pa_stream, None
-        if s is None:
-            return
-        _open_streams -= 1
-        # a dead device can make stop() hang: abort drops nothing we still could get
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.to_thread(s.abort), 2.0)
-        with contextlib.suppress(Exception):
-            s.close()
+        if s is not None:
+            # a dead device can make stop() hang: abort drops nothing we still could get
+            await _release(s, "abort", 2.0, self.stream)
 
     def _rescan(self) -> None:
         """Let PortAudio see devices that appeared since it started (only with no stream open)."""
@@ -619,7 +647,6 @@ class MicSource:
             await self.aclose()
 
     async def aclose(self) -> None:
-        global _open_streams
         if self._closed:
             return
         self._closed = True
@@ -627,11 +654,7 @@ class MicSource:
             self._ready.set()
         s, self._pa_stream = self._pa_stream, None
         if s is not None:
-            _open_streams -= 1
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.to_thread(s.stop), 5.0)
-            with contextlib.suppress(Exception):
-                s.close()
+            await _release(s, "stop", 5.0, self.stream)
 
 
 def open_source(

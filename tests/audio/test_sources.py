@@ -223,3 +223,55 @@ async def test_missing_device_is_a_device_error() -> None:
     with pytest.raises(DeviceError, match="cannot open audio input"):
         await mic.start()
     await asyncio.sleep(0)
+
+
+async def test_a_wedged_device_never_holds_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dead device can hang abort(), stop() and close(): the loop goes on, no rescan under it."""
+    from streamer.audio import sources
+
+    release = threading.Event()
+
+    class Wedged(_FakeStream):
+        def abort(self) -> None:
+            release.wait()
+
+        def stop(self) -> None:
+            release.wait()
+
+        def close(self) -> None:
+            release.wait()
+
+    class WedgedSd(_FakeSd):
+        def InputStream(self, **kw):  # type: ignore[no-untyped-def]
+            self.stream = Wedged(**kw)
+            return self.stream
+
+    monkeypatch.setattr(sources, "_open_streams", 0)
+    mic = MicSource(sd=WedgedSd(), block_ms=10)
+    await mic.start()
+    assert sources._open_streams == 1
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    t = asyncio.create_task(ticker())
+    t0 = time.monotonic()
+    try:
+        await mic._close_stream()  # what a lost device leads to
+        took = time.monotonic() - t0
+        assert 1.5 < took < 4.0  # gave up after its 2 s, did not hang
+        assert ticks > 50  # the loop ran all the while
+        assert sources._open_streams == 1  # still PortAudio's: no rescan may run
+    finally:
+        t.cancel()
+        release.set()
+    for _ in range(200):
+        if sources._open_streams == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert sources._open_streams == 0  # counted closed once PortAudio let go
+    await mic.aclose()
