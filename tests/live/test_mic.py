@@ -232,7 +232,9 @@ async def test_serve_mic_publishes_what_the_microphone_hears(
                 async for msg in sub:
                     if msg.kind == "status" and "bank reloaded" in msg.body.get("detail", ""):
                         break
-                await loop.run_in_executor(None, vm.play, _say(vm, "cherry", 3))
+                # the enrolling voice: before the swap reached the workers no take can be cherry
+                # (another voice after two takes of one is hit and miss, and no test of the swap)
+                await loop.run_in_executor(None, vm.play, _say(vm, "cherry", 0))
                 labels.append(await next_label(sub))
                 proc.send_signal(signal.SIGTERM)
                 async for msg in sub:
