@@ -142,6 +142,7 @@ class Subscriber:
         self._waiter: SocketWaiter | None = None
         self._ready: deque[Message] = deque()
         self._expect: dict[str, int] = {}
+        self._delivered: dict[str, int] = {}  # per topic: one past the last seq handed over
         self._floor: dict[str, int] = {}
         self._need_join = True
         self._last_rx = 0.0
@@ -341,6 +342,7 @@ class Subscriber:
                     return
                 self.stats.restarts += 1  # only a restarted publisher numbers backwards
         self._expect[topic] = seq + 1
+        self._delivered[topic] = seq + 1
         self._unreported += 1
         if self._unreported >= self._report_every:
             self._report()
@@ -371,6 +373,7 @@ class Subscriber:
             else:
                 log.warning("publisher at %s restarted (new session)", self.endpoint)
                 self._expect.clear()
+                self._delivered.clear()
                 self._floor.clear()
                 self._need_join = bool(self.snapshot)
         self.session = session
@@ -522,6 +525,12 @@ class Subscriber:
             self.stats.restarts += 1
             self.stats.resumes += same
         before = self._before if same else {}
+        # the same numbering (a resync after a gap, say): the application keeps what it has,
+        # and a seq it was handed, or counted as lost, is not expected again
+        expected = dict(self._expect) if same else {}
+        delivered = dict(self._delivered) if same else {}
+        if not same:
+            self._delivered.clear()  # a new numbering
         for topic, n in meta.seq.items():
             self._floor[topic] = n
             prev = before.get(topic)
@@ -535,14 +544,17 @@ class Subscriber:
                     self.stats.gaps += 1
         for topic, prev in before.items():
             self._expect.setdefault(topic, prev)  # seqs below it are repeats when they come
+        for topic, exp in expected.items():
+            self._expect[topic] = max(self._expect.get(topic, exp), exp)
         self._before = {}
         for m in items:
             if m.kind == P.HEARTBEAT and not self.heartbeats_wanted:
                 continue
             prev = before.get(m.topic)
-            if prev is not None and m.seq < prev:
-                self.stats.repeats += 1  # delivered before the restart
+            if (prev is not None and m.seq < prev) or m.seq < delivered.get(m.topic, 0):
+                self.stats.repeats += 1  # delivered before the restart, or before the gap
                 continue
+            self._delivered[m.topic] = max(self._delivered.get(m.topic, 0), m.seq + 1)
             self.stats.snapshot_items += 1
             self._ready.append(m)
 
