@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -619,13 +620,9 @@ class Publisher:
                 return sent
         topics = self._regime_topics
         seqs = self._seq
-        send = _raw_send.__get__(sock)
         encode = P.encode_regime
         last: dict[bytes, tuple[int, bytes]] = {}
-        held = self._held
-        sent = other = n = 0
-        room = self._room()
-        cap = (1 << 62) if room is None else room  # more waits for a reader (lossy phase)
+        out: list[tuple[bytes, bytes]] = []
         for d in decodes:
             t = topics.get(d.symbol)
             if t is None:
@@ -637,25 +634,13 @@ class Publisher:
                 self._unencodable(P.REGIME, e)
                 continue
             seqs[t] = seq + 1
-            n += 1
             last[t] = (seq, body)
-            if held or sent >= cap:  # behind what waits for room, in order
-                other += self._hold(P.REGIME, t, body)
-                continue
-            try:
-                send(t, _MORE_NB)
-            except zmq.Again:
-                other += self._refused(P.REGIME, t, body)
-                continue
-            send(body, _NB)
-            sent += 1
+            out.append((t, body))
         state = self._state
         for t, v in last.items():
             state[(t, None)] = v
-        self._numbered += n
-        if sent:
-            self.sent[P.REGIME] += sent
-        return sent + other
+        self._numbered += len(out)
+        return self._send_regimes(sock, out)
 
     def _publish_batch(self, sock: zmq.Socket[Any], b: DecodeBatch, ts: float) -> int | None:
         """One symbol's decodes from their arrays; None if they need the careful path."""
@@ -672,12 +657,16 @@ class Publisher:
         self._seq[t] = seq + n
         self._state[(t, None)] = (seq + n - 1, bodies[-1])
         self._numbered += n
+        return self._send_regimes(sock, zip(itertools.repeat(t), bodies))
+
+    def _send_regimes(self, sock: zmq.Socket[Any], out: Iterable[tuple[bytes, bytes]]) -> int:
+        """Send numbered regime messages; how many went out or are held (not dropped)."""
         send = _raw_send.__get__(sock)
         held = self._held
         room = self._room()
         cap = (1 << 62) if room is None else room  # more waits for a reader (lossy phase)
         sent = other = 0
-        for body in bodies:
+        for t, body in out:
             if held or sent >= cap:  # behind what waits for room, in order
                 other += self._hold(P.REGIME, t, body)
                 continue
