@@ -29,7 +29,10 @@ first ``--warmup`` ticks) before the measured ticks start. Refits are off
 (``--refit-every 0``): a refit costs a fit every N ticks, which at 50k ticks/s
 is a workload of its own, not a property of the transport.
 Targets (issue 15): flat out and replay >= 1.0x raw stdlib JSON and >= 0.6x raw msgspec;
-p99 <= 1 ms at 10k/s; zero loss at 50k/s for 60 s; <= 1 us per regime encode and tick decode.
+tick-in to message-out p99 <= 1 ms at 10k/s (the tick's send time to the service's publish
+time, `ts`; the receipt time in the subscriber process is shown too); zero loss at 50k/s for
+60 s; <= 1 us per regime encode and tick decode. The latency phase runs twice: as the service
+runs by default, and with `--realtime-priority` (its loop and ZeroMQ threads under SCHED_FIFO).
 Also shown: the largest gap between heartbeats at the subscriber over the whole run (the
 protocol promises at least one a second; a timing figure, so measured here, not in a test),
 and between their publish times (`ts`): the service's own part of it, without the
@@ -283,7 +286,7 @@ def _sub_main(endpoint: str, conn: Any, mode: str = "json") -> None:
 class Service:
     """`streamer serve` in a subprocess, a subscriber process, and a producer socket here."""
 
-    def __init__(self, warmup: int, mode: str = "json") -> None:
+    def __init__(self, warmup: int, mode: str = "json", extra: tuple[str, ...] = ()) -> None:
         self.warmup = warmup
         pin, pout = free_port(), free_port()
         while pout + 1 in (pin,):
@@ -295,7 +298,7 @@ class Service:
             [sys.executable, "-m", "streamer", "serve",
              "--tick-feed", self.feed, "--pub", self.pub, "--wait-subscribers", "1",
              "--warmup", str(warmup), "--refit-every", "0", "--metrics-interval", "0",
-             "--drain-timeout", "10"],
+             "--drain-timeout", "10", *extra],
             env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.conn, child = mp.get_context("spawn").Pipe()
@@ -474,6 +477,21 @@ def prices_for(n: int, seed: int) -> np.ndarray:
     return float(base.prices[0]) * np.exp(np.concatenate([[0.0], np.cumsum(reps)]))
 
 
+def latency_phase(svc: Service, a: argparse.Namespace, label: str) -> dict[str, Any]:
+    """Ticks paced at --latency-rate: tick to receipt and tick to publish, p50 / p99."""
+    n = int(a.latency_rate * a.latency_seconds)
+    st = svc.phase("LAT", prices_for(n + a.warmup, 2), a.latency_rate)
+    keys = ("p50_ms", "p99_ms", "max_ms", "in_p50_ms", "in_p99_ms", "lost", "gaps", "cpu_us")
+    print(
+        f"  {a.latency_rate:,.0f}/s for {a.latency_seconds:g} s{label}  latency p50 "
+        f"{st['p50_ms']:.3f} ms, p99 {st['p99_ms']:.3f} ms, max {st['max_ms']:.2f} ms "
+        f"(tick to publish p50 {st['in_p50_ms']:.3f}, p99 {st['in_p99_ms']:.3f}), "
+        f"lost {st['lost']}; CPU per tick {st['cpu_us']:.2f} us",
+        flush=True,
+    )
+    return {"rate": a.latency_rate, **{k: st[k] for k in keys}}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=60.0, help="seconds at --rate (default 60)")
@@ -482,6 +500,12 @@ def main() -> int:
     ap.add_argument("--latency-seconds", type=float, default=10.0, help="default 10")
     ap.add_argument("--flat", type=int, default=300_000, help="messages in the flat-out runs")
     ap.add_argument("--warmup", type=int, default=1000, help="warm-up ticks per symbol")
+    ap.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=10,
+        help="the service's --realtime-priority in the second latency run (default 10)",
+    )
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
     a = ap.parse_args()
@@ -521,18 +545,7 @@ def main() -> int:
             flush=True,
         )
 
-        n = int(a.latency_rate * a.latency_seconds)
-        st = svc.phase("LAT", prices_for(n + a.warmup, 2), a.latency_rate)
-        keys = ("p50_ms", "p99_ms", "max_ms", "in_p50_ms", "in_p99_ms", "lost", "gaps", "cpu_us")
-        out["latency"] = {"rate": a.latency_rate, **{k: st[k] for k in keys}}
-        print(
-            f"  {a.latency_rate:,.0f}/s for {a.latency_seconds:g} s  latency p50 "
-            f"{st['p50_ms']:.3f} ms, p99 {st['p99_ms']:.3f} ms, max {st['max_ms']:.2f} ms "
-            f"(tick to publish p50 {st['in_p50_ms']:.3f}, p99 {st['in_p99_ms']:.3f}), "
-            f"lost {st['lost']}; CPU per tick {st['cpu_us']:.2f} us",
-            flush=True,
-        )
-
+        out["latency"] = latency_phase(svc, a, "")
         n = int(a.rate * a.duration)
         st = svc.phase("SUST", prices_for(n + a.warmup, 3), a.rate)
         achieved = st["sent"] / st["send_seconds"]
@@ -573,6 +586,13 @@ def main() -> int:
     finally:
         svc.close()
 
+    # the latency phase again, the service's loop and ZeroMQ threads under SCHED_FIFO
+    svc = Service(a.warmup, extra=("--realtime-priority", str(a.realtime_priority)))
+    try:
+        out["latency_rt"] = latency_phase(svc, a, f" --realtime-priority {a.realtime_priority}")
+    finally:
+        svc.close()
+
     import tempfile
 
     for mode, name in (("json", "stdlib-JSON"), ("msgspec", "msgspec")):
@@ -601,7 +621,10 @@ def main() -> int:
         "flat out >= 0.6x msgspec": out["flat_msgspec"]["rate"] >= 0.6 * raw_ms,
         "replay >= 1.0x stdlib JSON": out["replay"]["rate"] >= raw_json,
         "replay >= 0.6x msgspec": out["replay_msgspec"]["rate"] >= 0.6 * raw_ms,
-        f"p99 <= 1 ms at {a.latency_rate:,.0f}/s": out["latency"]["p99_ms"] <= 1.0,
+        f"tick to publish p99 <= 1 ms at {a.latency_rate:,.0f}/s": out["latency"]["in_p99_ms"]
+        <= 1.0,
+        f"the same with --realtime-priority {a.realtime_priority}": out["latency_rt"]["in_p99_ms"]
+        <= 1.0,
         f"zero loss at {a.rate:,.0f}/s": out["sustained"]["lost"] == 0
         and out["sustained"]["gaps"] == 0,
         "regime encode+validate <= 1 us": m["regime_encode_validate_us"] <= 1.0,

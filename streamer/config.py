@@ -70,6 +70,7 @@ class ServiceConfig:
     stats: bool = False  # print a summary on stderr at the end
     fit_kind: FitKind = "process"  # where regime fits run: process (off the event loop) or thread
     fit_workers: int = 1  # regime fits at once
+    realtime_priority: int = 0  # SCHED_FIFO priority of the event loop and ZeroMQ threads (0: off)
 
     def __post_init__(self) -> None:
         _check(
@@ -86,6 +87,11 @@ class ServiceConfig:
             1 <= self.fit_workers <= 64,
             "service.fit_workers",
             f"must be between 1 and 64, not {self.fit_workers}",
+        )
+        _check(
+            0 <= self.realtime_priority <= 99,
+            "service.realtime_priority",
+            f"must be between 0 (off) and 99, not {self.realtime_priority}",
         )
 
 

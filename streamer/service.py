@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
+from streamer import realtime
 from streamer.audio.level import LevelMeter
 from streamer.audio.sources import AudioSource, DeviceEvent, MicSource, WavSource, find_input_device
 from streamer.config import Config
@@ -458,8 +459,13 @@ class Service:
 
     async def run(self) -> int:
         """Serve until every finite source is done (unless `stay`) or a stop; the exit code."""
+        rt = self.config.service.realtime_priority
+        why = realtime.enter(rt)
+        if why is not None:
+            log.warning("%s: running under the normal scheduling policy", why)
+            rt = 0
         if self.context is None:
-            self.context = zmq.Context()
+            self.context = realtime.context(rt)
         try:
             with self._signal_handlers():
                 await self._run()
@@ -467,6 +473,8 @@ class Service:
             if self._own_ctx and self.context is not None:
                 ctx, self.context = self.context, None
                 await term_context(ctx)
+            if rt:
+                realtime.leave()
         if self.failed:
             return 2
         return FORCED if self._force.is_set() else 0  # a second signal cut the drain short

@@ -126,6 +126,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--drain-timeout", "service.drain_timeout", "service", "S"),
     Flag("--watch-bank", "recognizer.watch_bank", "service", "S"),
     Flag("--stay", "service.stay", "service"),
+    Flag("--realtime-priority", "service.realtime_priority", "service", "N"),
     Flag("--http", "dashboard.http", "dashboard", "HOST:PORT"),
     Flag("--frame-rate", "dashboard.frame_rate", "dashboard", "N"),
     Flag("--chart-points", "dashboard.chart_points", "dashboard", "N"),
