@@ -55,6 +55,7 @@ pickle).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import logging
@@ -446,6 +447,16 @@ def _set_iter(m: GaussianHMM | StudentHMM, n_iter: int, tol: float) -> None:
     set_iterations(m, n_iter, tol)  # hmmlearn's monitor keeps its own copies (hmmcompat)
 
 
+def _finite(m: GaussianHMM | StudentHMM) -> bool:
+    """Every parameter a number: EM's last M-step can leave NaN behind without raising (a
+    state with no weight divides 0 by 0), and such a model underflows when it is scored."""
+    if isinstance(m, StudentHMM):
+        params = [m.means_, m.scales_, np.asarray(m.df_)]
+    else:
+        params = [m.means_, m.covars_]
+    return all(np.isfinite(a).all() for a in (*params, m.transmat_, m.startprob_))
+
+
 def _fit_k(
     z: np.ndarray,
     k: int,
@@ -470,18 +481,28 @@ def _fit_k(
         except ValueError:
             continue  # a start that degenerates (e.g. an empty state): try the next one
         ll = m.monitor_.history[-1] if m.monitor_.history else -math.inf
-        if np.isfinite(ll) and (best is None or ll > best[0]):
+        if np.isfinite(ll) and _finite(m) and (best is None or ll > best[0]):
             best = (ll, m)
     if best is None:
         raise TickError(f"the {k}-state fit failed from every start")
     m = best[1]
     iters = m.monitor_.iter
+    ll = float(m.monitor_.history[-1])
     h = m.monitor_.history
     if iters >= screen_iter and not (len(h) >= 2 and h[-1] - h[-2] < tol):
+        screened = copy.deepcopy(m)
         _set_iter(m, max_iter, tol)
-        m.fit(zz, lengths)
-        iters += m.monitor_.iter
-    return m, float(m.monitor_.history[-1]), iters
+        try:
+            m.fit(zz, lengths)
+            ok = bool(m.monitor_.history) and np.isfinite(m.monitor_.history[-1]) and _finite(m)
+        except ValueError:  # the forward pass underflowed on the way (a state emptied)
+            ok = False
+        if ok:
+            iters += m.monitor_.iter
+            ll = float(m.monitor_.history[-1])
+        else:
+            m = screened
+    return m, ll, iters
 
 
 def _floor_transitions(m: GaussianHMM | StudentHMM) -> None:
