@@ -918,6 +918,20 @@ class RegimeTracker:
             self._start_job()
         return out
 
+    def refit_failed(self, job: FitJob) -> bool:
+        """`job`, a refit, failed: keep decoding with the current regimes (True).
+
+        The next refit is due `refit_every` ticks after the failed one started, as if it had
+        worked. A first fit (no regimes yet) or a job that is not the pending one: False,
+        nothing changed.
+        """
+        if job is not self.job or job.first or self.decoder is None:
+            return False
+        self.job = None
+        every = self.config.refit_every
+        self._next_refit = job.created_at + every if every else _NEVER
+        return True
+
     def _event(self, text: str) -> None:
         self.events.append(text)
         del self.events[:-20]

@@ -231,6 +231,16 @@ class TickDecoder:
         self._jobs.pop(symbol, None)
         if error is not None:
             self.fit_errors += 1
+            if tr.refit_failed(job):
+                # the regimes in use stay (names, seq and filter state go on): starting over
+                # would hold its ticks back through a warm-up and lose those a stream ends with
+                log.warning(
+                    "%s: regime refit failed (%s: %s); keeping the current regimes",
+                    symbol,
+                    type(error).__name__,
+                    error,
+                )
+                return []
             log.warning(
                 "%s: regime fit failed (%s: %s); warming up again",
                 symbol,

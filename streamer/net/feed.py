@@ -29,8 +29,9 @@ out-of-order times) are counted by the tracker and reported the same way.
 
 A live feed never waits for a fit: while a symbol's first fit runs its ticks
 are buffered by the tracker (and decoded when the model arrives); a refit's
-model is installed when it is ready, at whatever tick that is. A failed fit is
-logged and the symbol starts its warm-up again.
+model is installed when it is ready, at whatever tick that is. A failed refit is
+logged and the regimes in use stay; a failed first fit is logged and the symbol
+starts its warm-up again.
 """
 
 from __future__ import annotations

@@ -164,6 +164,28 @@ def test_a_failed_fit_starts_the_warm_up_again(series: Any) -> None:
     assert core.trackers["A"].n == 0
 
 
+def test_a_failed_refit_keeps_the_regimes_in_use(series: Any) -> None:
+    times, prices = series
+    jobs: list[Any] = []
+    cfg = TrackerConfig(warmup=60, refit_every=50, restarts=1)
+    core = TickDecoder(cfg, parse=P.parse_tick, submit=lambda *a: jobs.append(a))
+    out = core.feed(bodies("A", times[:60], prices[:60]))
+    sym, tr, job = jobs.pop()
+    out += core.fitted(sym, tr, job, job.run(), None)
+    out += core.feed(bodies("A", times[60:115], prices[60:115]))
+    (sym, tr2, refit), = jobs  # fmt: skip
+    assert tr2 is tr and not refit.first and core.pending_first_fits() == []
+    regimes = tr.model
+    assert core.fitted(sym, tr, refit, None, RuntimeError("boom")) == []
+    assert core.stats()["fit_errors"] == 1 and core.trackers["A"] is tr and tr.model is regimes
+    jobs.clear()
+    out += core.feed(bodies("A", times[115:200], prices[115:200]))
+    # every tick after the first (a return needs two prices) decoded once, the failure or not
+    assert [round(d.t) for d in out] == [round(t) for t in times[1:200]]
+    (_, _, again), = jobs  # fmt: skip
+    assert again.created_at == refit.created_at + 50  # the next refit when it was due
+
+
 def test_settings() -> None:
     with pytest.raises(ConfigError):
         TickDecoder(CFG, parse=P.parse_tick, max_bytes=10)
