@@ -579,6 +579,10 @@ def _heldout(
         except TickError:
             return -math.inf
         _floor_transitions(m)
+        # in log space: a model of the training blocks can give a held-out return no
+        # probability a float can hold (a state fitted to a calm stretch, a wild one to score),
+        # where the scaled forward pass fails with an underflow; the log one just scores it low
+        m.implementation = "log"
         total += float(m.score(np.concatenate(test).reshape(-1, 1), [len(b) for b in test]))
     return total
 
