@@ -19,9 +19,11 @@ stream time. Only the first open fails hard, with a one-line `DeviceError`.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -359,11 +361,22 @@ _open_streams = 0  # PortAudio streams this process has open (a rescan would bre
 _open_lock = threading.Lock()
 
 
-async def _release(s: Any, first: str, timeout: float, name: str) -> None:
+def _skip_portaudio_exit(sd: Any) -> None:
+    """Take sounddevice's exit handler off: it stops the last stream and terminates
+    PortAudio at the interpreter's exit, and with a stream still stuck closing in another
+    thread that waits for ever (the service hung after SIGTERM, having shut down). The
+    process's exit frees the device anyway."""
+    handler = getattr(sd, "_exit_handler", None)
+    if callable(handler):
+        atexit.unregister(handler)
+
+
+async def _release(s: Any, first: str, timeout: float, name: str, sd: Any = None) -> None:
     """Stop (``first``: stop or abort) and close a PortAudio stream, off the event loop.
 
     A wedged device can hang both calls. They run in a daemon thread of their own, so
-    the loop, and the interpreter's exit, never wait for them past `timeout`; the
+    the loop, and the interpreter's exit, never wait for them past `timeout` (nor does
+    PortAudio's own exit handler, which `sd`, the sounddevice module, would run); the
     stream counts as open until PortAudio lets go of it, so no rescan runs under it.
     """
     loop = asyncio.get_running_loop()
@@ -389,6 +402,7 @@ async def _release(s: Any, first: str, timeout: float, name: str) -> None:
         await asyncio.wait_for(asyncio.shield(done), timeout)
     except TimeoutError:
         log.warning("%s: the audio device did not close in %g s; left closing", name, timeout)
+        _skip_portaudio_exit(sd if sd is not None else sys.modules.get("sounddevice"))
 
 
 MIC_BLOCK_MS = 10.0  # capture block: smaller blocks, sooner labels
@@ -568,7 +582,7 @@ class MicSource:
         s, self._pa_stream = self._pa_stream, None
         if s is not None:
             # a dead device can make stop() hang: abort drops nothing we still could get
-            await _release(s, "abort", 2.0, self.stream)
+            await _release(s, "abort", 2.0, self.stream, self._sd)
 
     def _rescan(self) -> None:
         """Let PortAudio see devices that appeared since it started (only with no stream open)."""
@@ -654,7 +668,7 @@ class MicSource:
             self._ready.set()
         s, self._pa_stream = self._pa_stream, None
         if s is not None:
-            await _release(s, "stop", 5.0, self.stream)
+            await _release(s, "stop", 5.0, self.stream, self._sd)
 
 
 def open_source(

@@ -275,3 +275,51 @@ async def test_a_wedged_device_never_holds_the_event_loop(monkeypatch: pytest.Mo
         await asyncio.sleep(0.01)
     assert sources._open_streams == 0  # counted closed once PortAudio let go
     await mic.aclose()
+
+
+_EXIT_SCRIPT = """
+import asyncio, atexit, threading
+from streamer.audio.sources import MicSource
+from tests.audio.test_sources import _FakeSd, _FakeStream
+
+stuck = threading.Event()
+
+class Wedged(_FakeStream):
+    def abort(self):
+        stuck.wait()
+
+    def close(self):
+        stuck.wait()
+
+class WedgedSd(_FakeSd):
+    def InputStream(self, **kw):
+        self.stream = Wedged(**kw)
+        return self.stream
+
+    def _exit_handler(self):  # sounddevice's: stop the last stream, terminate PortAudio
+        stuck.wait()
+
+sd = WedgedSd()
+atexit.register(sd._exit_handler)
+
+async def main():
+    mic = MicSource(sd=sd, block_ms=10)
+    await mic.start()
+    await mic._close_stream()  # the device is lost and its stream will not close
+
+asyncio.run(main())
+print("done", flush=True)
+"""
+
+
+def test_a_stream_left_closing_does_not_hold_the_process_at_exit() -> None:
+    """PortAudio's exit handler would wait for the wedged stream: the process must still end."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    p = subprocess.run(
+        [sys.executable, "-c", _EXIT_SCRIPT], cwd=root, capture_output=True, timeout=20
+    )
+    assert p.returncode == 0, p.stderr.decode()[-2000:]
+    assert p.stdout.decode().strip() == "done"
