@@ -1,9 +1,10 @@
 """The fault soak: the real service under every fault at once, then an exact accounting.
 
-    .venv/bin/python scripts/soak.py [--duration 1200] [--rate 50000] [--no-mic]
+    .venv/bin/python scripts/soak.py [--duration 1200] [--rate 50000] [--no-mic] [--policy P]
 
-A `streamer serve` subprocess (real ZeroMQ sockets on loopback, `--state DIR`)
-takes, for `--duration` seconds:
+A `streamer serve` subprocess (real ZeroMQ sockets on loopback, `--state DIR`, the
+publishing policy its own default, `fair`, unless `--policy` says otherwise) takes,
+for `--duration` seconds:
 
 - several audio streams: WAV files of words synthesised here (eSpeak NG), with a
   known number of words each, replayed `--speed` times faster than live;
@@ -92,6 +93,7 @@ class SoakConfig:
     rss_limit: float = 10.0  # MB of RSS growth allowed after warm-up
     rss_warmup: float = 20.0  # seconds of each service run (after `running`) before RSS counts
     workers: int = 2  # recognizer worker processes
+    policy: str | None = None  # the publisher's --policy; None: the service's default (fair)
     workdir: Path | None = None
     seed: int = 1
     verbose: bool = True
@@ -239,11 +241,17 @@ def producer_main(feed: str, pub: str, rate: float, symbols: int, bad_every: int
                 t_next = time.monotonic()
             elif c["cmd"] == "bad":
                 bad_on = bool(c["on"])
+                # where this run stood: once the service has received `sent_run` messages, its
+                # metrics have counted every malformed one sent before this point
+                print(json.dumps({"sent_run": sent_run, "bad": bad}), flush=True)
             elif c["cmd"] == "stop":
                 print(json.dumps({"next": nxt, "bad": bad, "repeats": repeats, "good": sent_good,
                                   "sent_run": sent_run, "seconds": time.monotonic() - start}),
                       flush=True)  # fmt: skip
-                out.close(linger=0)
+                # what is still queued here (up to 2 s of ticks on a loaded machine) goes out
+                # first: it is counted as sent (linger=0 would drop it, and the accounting
+                # would find those ticks undecoded and their malformed messages uncounted)
+                out.close(linger=30_000)
                 mon.close(linger=0)
                 ctx.term()
                 return 0
@@ -547,6 +555,14 @@ class _Child:
         self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
         self.proc.stdin.flush()
 
+    def line(self) -> dict[str, Any]:
+        """The next JSON line the child prints (blocking: run it in an executor)."""
+        assert self.proc.stdout is not None
+        text = self.proc.stdout.readline()
+        if not text:
+            raise RuntimeError(f"a soak child ended early (exit {self.proc.poll()})")
+        return dict(json.loads(text))
+
     def result(self, timeout: float) -> dict[str, Any]:
         out, _ = self.proc.communicate(timeout=timeout)
         self.log.close()
@@ -596,11 +612,13 @@ class Soak:
         c = self.cfg
         argv = [sys.executable, "-m", "streamer", "serve", *wavs,
                 "--tick-feed", self.feed, "--pub", self.pub, "--state", str(self.state),
-                "--checkpoint-every", "1", "--lossy", "--hwm", str(c.hwm),
+                "--checkpoint-every", "1", "--hwm", str(c.hwm),
                 "--workers", str(c.workers), "--watch-bank", "0.5", "--bank", str(self.bank),
                 "--wait-subscribers", "2", "--wait-timeout", "60", "--metrics-interval", "1",
                 "--heartbeat", "0.5", "--speed", str(c.speed), "--warmup", str(c.warmup),
                 "--refit-every", str(c.refit_every), "--drain-timeout", "10"]  # fmt: skip
+        if c.policy is not None:
+            argv += ["--policy", c.policy]
         # (a hung service, sent SIGABRT, prints every thread's stack: PYTHONFAULTHANDLER)
         env = {**(self.mic.env if self.mic else os.environ), "PYTHONPATH": str(ROOT),
                "PYTHONFAULTHANDLER": "1"}  # fmt: skip
@@ -837,7 +855,8 @@ async def _soak(cfg: SoakConfig, work: Path) -> dict[str, Any]:
         # the end: let the restarted run's audio finish, then stop everything cleanly
         s.close_churners()
         prod.send(cmd="stop")
-        produced = prod.result(30)
+        produced = prod.result(60)
+        (work / "produced.json").write_text(json.dumps(produced))
         s.say(f"producer stopped: {produced['good']} good ticks in {produced['seconds']:.0f} s")
         deadline = time.monotonic() + max(60.0, audio_s / cfg.speed)
         while time.monotonic() < deadline:
@@ -904,17 +923,24 @@ async def _sigkill_and_restart(
     from streamer.market.decoder import TrackerConfig
 
     s.close_churners()
-    # malformed input stops a moment before the kill, so each run's metrics count all of its own
+    # malformed input stops a moment before the kill, so each run's metrics count all of its
+    # own: the producer says how many messages it had sent up to there, and the service's
+    # metrics that show that many received (`feed.received` counts every message taken, good
+    # or not) hold every malformed one sent before it. Only valid ticks are then in flight
+    # at the kill (those are sent again from the checkpoint).
     prod.send(cmd="bad", on=False)
-    t_quiet = time.monotonic()
-    last = None
-    while time.monotonic() < t_quiet + 10:
-        await asyncio.sleep(1.1)
-        s.read_monitor(mon)
-        dropped = sum(((s.metrics.get("feed") or {}).get("dropped") or {}).values())
-        if dropped == last and time.monotonic() > t_quiet + 2:
+    mark = await asyncio.get_running_loop().run_in_executor(None, prod.line)
+    deadline = time.monotonic() + 60
+    while ((s.metrics.get("feed") or {}).get("received", -1) < mark["sent_run"]
+           or s.metrics.get("session") != first_session):  # fmt: skip
+        if time.monotonic() > deadline:
+            s.notes.append(
+                f"the service had not received the {mark['sent_run']} messages sent before "
+                f"the kill after 60 s ({(s.metrics.get('feed') or {}).get('received')})"
+            )
             break
-        last = dropped
+        await asyncio.sleep(0.05)
+        s.read_monitor(mon)
     # (taken from the monitor, a subscriber of metrics alone: always up to date, unlike one
     # that reads 50k messages a second and may be behind when the process dies)
     dropped_before = dict(((s.metrics.get("feed") or {}).get("dropped")) or {})
@@ -1027,6 +1053,14 @@ def _account(
           f"{heard['n_conflicts']} {heard['conflicts'][:3]}")  # fmt: skip
     check("healthy subscriber: repeated seqs dropped (after the restart)", True,
           sum(heard["repeats"].values()))  # fmt: skip
+    from streamer.config import PublisherConfig
+
+    want = cfg.policy or PublisherConfig().policy
+    pols = [(heard["metrics"].get(x) or {}) for x in sessions]
+    check(f"publishing policy {want}: stalls / recoveries / dropped for all, per run",
+          all(m.get("publishing") == want for m in pols),
+          [f"{m.get('publishing')}: {m.get('stalls')} / {m.get('recoveries')} / "
+           f"{sum((m.get('dropped') or {}).values())}" for m in pols])  # fmt: skip
     # -- bad input, per service run: the metrics of each session --
     final = heard["metrics"].get(sessions[-1], {}) if sessions else {}
     bad_sent = sum(n for k, n in produced["bad"].items() if k != "noise")
@@ -1124,6 +1158,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-mic", action="store_true", help="leave out the PulseAudio microphone")
     ap.add_argument("--bad-every", type=int, default=d.bad_every)
     ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument(
+        "--policy",
+        choices=("fair", "lossless", "lossy"),
+        help="the service's publishing policy (default: the service's own, fair)",
+    )
     ap.add_argument("--workdir", type=Path, help="keep logs and files here")
     a = ap.parse_args(argv)
     if a.role == "producer":
@@ -1133,7 +1172,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = SoakConfig(duration=a.duration, rate=a.rate, symbols=a.symbols, streams=a.streams,
                      speed=a.speed, kill_every=a.kill_every, churn_every=a.churn_every,
                      bank_every=a.bank_every, mic=not a.no_mic, mic_every=a.mic_every,
-                     bad_every=a.bad_every, seed=a.seed, workdir=a.workdir)  # fmt: skip
+                     bad_every=a.bad_every, seed=a.seed, workdir=a.workdir,
+                     policy=a.policy)  # fmt: skip
     result = run_soak(cfg)
     print_result(result)
     return 0 if result["ok"] else 1
