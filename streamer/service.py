@@ -60,7 +60,7 @@ from streamer.speech.recognizer import (
     UtterancePool,
     bank_factory,
 )
-from streamer.state import SEQ_FILE, Checkpointer, Resume, SeqJournal
+from streamer.state import MARKS_FILE, SEQ_FILE, Checkpointer, RegimeMarks, Resume, SeqJournal
 
 if TYPE_CHECKING:  # Ray is imported only with --cluster
     from streamer.cluster.runtime import ClusterRuntime
@@ -209,6 +209,7 @@ class Service:
         self._tick_trackers: dict[str, RegimeTracker] = {}  # CSV replays' (for checkpoints)
         self._checkpoints: asyncio.Task[None] | None = None
         self._journal: SeqJournal | None = None
+        self._marks: RegimeMarks | None = None
         self._fit_pool: Executor | None = None  # where regime fits run (streamer.fits)
 
     # -- stopping -------------------------------------------------------------------------------
@@ -501,6 +502,13 @@ class Service:
                 kept = {t: n for t, n in pub.next_seqs().items() if not t.startswith(P.REGIME)}
                 self._journal = SeqJournal(ck.dir / SEQ_FILE, ck.epoch, kept)
                 pub.on_seq = self._journal.note
+                # regimes: the seq and tick time of the last published, so that new ticks
+                # after a resume never take a seq that other decodes had before the crash
+                marks = ck.dir / MARKS_FILE
+                if self.resume is not None:
+                    pub.renumber(RegimeMarks.read(marks, ck.epoch))
+                self._marks = RegimeMarks(marks, ck.epoch)
+                pub.on_regime = self._marks.note
             pub.sources = (
                 [f"audio:{a}" for a in self.audio]
                 + (["mic"] if self.mic else [])
@@ -577,6 +585,8 @@ class Service:
                 await self.checkpointer.flush()
             if self._journal is not None:
                 self._journal.close()
+            if self._marks is not None:
+                self._marks.close()
             if self._bank_watch is not None:
                 self._bank_watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import secrets
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.npz"
 SEQ_FILE = "seqs.json"
+MARKS_FILE = "regimes.bin"  # the last regime message of every symbol: `RegimeMarks`
 _SEQ_BLOCK = 4096  # the journal is rewritten in place, padded to whole blocks
 SOURCES = ("ticks", "feed")  # where trackers live: CSV replays, the live tick feed
 
@@ -221,4 +223,100 @@ class SeqJournal:
             os.close(fd)
 
 
-__all__ = ["SEQ_FILE", "STATE_FILE", "Checkpointer", "Resume", "SeqJournal"]
+class RegimeMarks:
+    """The last regime message of every topic (its next seq, its tick's time), kept as it goes.
+
+    Why: a service killed between checkpoints resumes from the last one. Ticks a
+    producer sends again decode again under the seqs they had (repeats, which the
+    client drops); but a live producer that goes on with new ticks must not get
+    seqs that decodes of other ticks already had, or a client would drop them as
+    repeats. So for every topic this keeps the next seq and the time of the last
+    tick published, and a resumed publisher numbers the first tick newer than
+    that from there (`Publisher.renumber`).
+
+    ``DIR/regimes.bin``: a JSON header line (epoch, and the topics in slot order:
+    rewritten only when a topic is new), then 16 bytes a topic (next seq, tick
+    time), each written in place with one `pwrite` a batch (no fsync: what the
+    kernel has taken survives the process being killed).
+    """
+
+    HEADER = 64 * 1024  # bytes kept for the header (about 2,000 topics); more doubles it
+    _REC = struct.Struct("<qd")
+
+    def __init__(self, path: Path, epoch: str) -> None:
+        self.path = path
+        self.epoch = epoch
+        self.errors = 0
+        self._header = self.HEADER
+        path.parent.mkdir(parents=True, exist_ok=True)
+        old = self.read(path, epoch)  # what a killed run left (a fresh epoch: nothing)
+        self._marks: dict[bytes, tuple[int, float]] = {t.encode(): m for t, m in old.items()}
+        self._slots = {t: i for i, t in enumerate(self._marks)}
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._write_all()
+
+    @classmethod
+    def read(cls, path: Path, epoch: str) -> dict[str, tuple[int, float]]:
+        """Topic -> (next seq, last tick time) if the file belongs to `epoch` (else none)."""
+        try:
+            data = path.read_bytes()
+            head = json.loads(data.partition(b"\n")[0])
+            if not isinstance(head, dict) or head.get("epoch") != epoch:
+                return {}
+            at, size = int(head["header"]), cls._REC.size
+            out: dict[str, tuple[int, float]] = {}
+            for i, topic in enumerate(head["topics"]):
+                rec = data[at + i * size : at + (i + 1) * size]
+                if len(rec) == size:
+                    n, last = cls._REC.unpack(rec)
+                    if n > 0:  # a slot never written (killed right after its header)
+                        out[str(topic)] = (int(n), float(last))
+            return out
+        except (OSError, ValueError, TypeError, KeyError):
+            return {}
+
+    def note(self, topic: bytes, next_seq: int, last_t: float) -> None:
+        """`topic` was published up to seq `next_seq` - 1, the last for a tick at `last_t`."""
+        self._marks[topic] = (next_seq, last_t)
+        slot = self._slots.get(topic)
+        if slot is None:  # a new topic: the header again (and all, if it had to grow)
+            self._slots[topic] = len(self._slots)
+            self._write_all()
+            return
+        self._pwrite(self._REC.pack(next_seq, last_t), self._header + slot * self._REC.size)
+
+    def _write_all(self) -> None:
+        topics = [t.decode() for t in self._slots]
+        while True:
+            head = json.dumps({"epoch": self.epoch, "header": self._header, "topics": topics})
+            if len(head) < self._header:
+                break
+            self._header *= 2
+        recs = b"".join(self._REC.pack(*self._marks.get(t, (0, 0.0))) for t in self._slots)
+        self._pwrite((head + "\n").encode().ljust(self._header) + recs, 0)
+
+    def _pwrite(self, data: bytes, at: int) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.pwrite(self._fd, data, at)
+        except OSError as e:  # a full disk must not stop the service (the checkpoint says so)
+            self.errors += 1
+            if self.errors == 1:
+                log.warning("regime marks not written: %s", e)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+__all__ = [
+    "MARKS_FILE",
+    "SEQ_FILE",
+    "STATE_FILE",
+    "Checkpointer",
+    "RegimeMarks",
+    "Resume",
+    "SeqJournal",
+]

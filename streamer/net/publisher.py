@@ -202,6 +202,12 @@ class Publisher:
         # told the next seq after each message other than a regime or a heartbeat (the
         # service's `streamer.state.SeqJournal`: those are not published again after a crash)
         self.on_seq: Callable[[bytes, int], None] | None = None
+        # told, after each batch of a regime topic, its next seq and the last tick's time (the
+        # service's `streamer.state.RegimeMarks`, so a resume never numbers a new tick twice)
+        self.on_regime: Callable[[bytes, int, float], None] | None = None
+        # after a resume: per regime topic, the last tick time published before the crash and
+        # the next seq then; the first newer tick is numbered from there (`renumber`)
+        self._renumber: dict[bytes, tuple[float, int]] = {}
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -320,6 +326,18 @@ class Publisher:
         seq = self._seq.get(t, 0)
         self._seq[t] = seq + 1
         return seq
+
+    def renumber(self, marks: Mapping[str, tuple[int, float]]) -> None:
+        """After a resume: `marks` is topic -> (next seq, last tick time) as published before.
+
+        Ticks decoded again since the checkpoint keep the seqs they had (repeats); the
+        first tick newer than the last published goes on from the next seq then, so
+        no seq is ever given to two different decodes.
+        """
+        for topic, (n, last) in marks.items():
+            t = topic.encode()
+            if topic.startswith(P.REGIME) and n > self._seq.get(t, 0):
+                self._renumber[t] = (last, n)
 
     def next_seqs(self) -> dict[str, int]:
         """The next seq of every topic frame (for a checkpoint: `seqs` on restart)."""
@@ -620,14 +638,21 @@ class Publisher:
                 return sent
         topics = self._regime_topics
         seqs = self._seq
+        renumber = self._renumber
         encode = P.encode_regime
         last: dict[bytes, tuple[int, bytes]] = {}
+        last_t: dict[bytes, float] = {}
         out: list[tuple[bytes, bytes]] = []
         for d in decodes:
             t = topics.get(d.symbol)
             if t is None:
                 t = topics[d.symbol] = P.topic(P.REGIME, d.symbol).encode()
             seq = seqs.get(t, 0)
+            if renumber and t in renumber:
+                before, n = renumber[t]
+                if d.t > before or seq >= n:  # past what was published before the crash
+                    seq = max(seq, n)
+                    del renumber[t]
             try:
                 body = encode(d, seq, ts)
             except ProtocolError as e:  # NaN in `extra`, say
@@ -635,10 +660,14 @@ class Publisher:
                 continue
             seqs[t] = seq + 1
             last[t] = (seq, body)
+            last_t[t] = d.t
             out.append((t, body))
         state = self._state
         for t, v in last.items():
             state[(t, None)] = v
+        if self.on_regime is not None:
+            for t, v in last.items():
+                self.on_regime(t, v[0] + 1, last_t[t])
         self._numbered += len(out)
         return self._send_regimes(sock, out)
 
@@ -647,6 +676,8 @@ class Publisher:
         t = self._regime_topics.get(b.symbol)
         if t is None:
             t = self._regime_topics[b.symbol] = P.topic(P.REGIME, b.symbol).encode()
+        if self._renumber and t in self._renumber:
+            return None  # its first batch after a resume: message by message
         seq = self._seq.get(t, 0)
         bodies = P.encode_regimes(b, seq, ts)
         if bodies is None:
@@ -656,6 +687,8 @@ class Publisher:
             return 0
         self._seq[t] = seq + n
         self._state[(t, None)] = (seq + n - 1, bodies[-1])
+        if self.on_regime is not None:
+            self.on_regime(t, seq + n, float(b.t[-1]))
         self._numbered += n
         return self._send_regimes(sock, zip(itertools.repeat(t), bodies))
 
