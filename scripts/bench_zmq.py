@@ -376,12 +376,15 @@ class Service:
         if self.stats(symbol, 1 << 62)["n"] < w - 1:
             raise SystemExit(f"{symbol}: the warm-up decodes never arrived")
         n = len(prices) - w
-        c0 = cpu_seconds(self.proc.pid)
+        c0, s0, p0 = cpu_seconds(self.proc.pid), cpu_seconds(self.sub.pid), time.process_time()
         sent_for = self.send(symbol, prices[w:], rate, 1.6e9 + w * 1e-5)
         self.wait_for(symbol, w - 1 + n)
         cpu = cpu_seconds(self.proc.pid) - c0
         st = self.stats(symbol, w - 1)
         st["cpu_us"] = cpu / n * 1e6  # the service's CPU per tick, every thread of it
+        # and the two ends' (this process produces: its I/O thread included)
+        st["producer_cpu_us"] = (time.process_time() - p0) / n * 1e6
+        st["subscriber_cpu_us"] = (cpu_seconds(self.sub.pid) - s0) / n * 1e6
         st["lost"] = w - 1 + n - st["n"]
         st["sent"] = n
         st["send_seconds"] = sent_for
@@ -577,10 +580,23 @@ def main() -> int:
     svc = Service(a.warmup, "msgspec")
     try:
         st = svc.phase("FLAT", prices_for(a.flat + a.warmup, 1), None)
-        out["flat_msgspec"] = {k: st[k] for k in ("rate", "lost", "gaps")}
+        keys = ("rate", "lost", "gaps", "cpu_us", "producer_cpu_us", "subscriber_cpu_us")
+        out["flat_msgspec"] = {k: st[k] for k in keys}
         print(
             f"  flat out, msgspec subscriber {st['rate']:>10,.0f} msgs/s  ({vs(st['rate'])}), "
             f"lost {st['lost']}",
+            flush=True,
+        )
+        # three processes share the CPUs here, two in the raw runs: the most this path could
+        # carry if every CPU did nothing else, from the CPU each process used per message
+        per = st["cpu_us"] + st["producer_cpu_us"] + st["subscriber_cpu_us"]
+        ceiling = (os.cpu_count() or 1) / per * 1e6
+        out["flat_msgspec"]["ceiling"] = ceiling
+        print(
+            f"    CPU per message: producer {st['producer_cpu_us']:.2f} us + service "
+            f"{st['cpu_us']:.2f} us + subscriber {st['subscriber_cpu_us']:.2f} us = {per:.2f} us:"
+            f" on {os.cpu_count()} CPUs at most {ceiling:,.0f} msgs/s "
+            f"({ceiling / out['raw_msgspec']:.2f}x raw msgspec) with nothing else running",
             flush=True,
         )
     finally:
