@@ -30,8 +30,6 @@ import zmq
 
 log = logging.getLogger(__name__)
 
-MAX_PRIORITY = 99
-
 
 def _fifo() -> int | None:
     """SCHED_FIFO with reset-on-fork, or None where the platform has neither."""
@@ -86,4 +84,4 @@ def context(priority: int) -> zmq.Context[Any]:
     return ctx
 
 
-__all__ = ["MAX_PRIORITY", "context", "enter", "leave"]
+__all__ = ["context", "enter", "leave"]

@@ -171,7 +171,36 @@ class Checkpointer:
         }
 
 
-class SeqJournal:
+class _InPlaceFile:
+    """A file rewritten in place with `pwrite` (no fsync): what the kernel has taken
+    survives the process being killed. A failed write is counted and said once: a full
+    disk must not stop the service (the checkpoint says so)."""
+
+    what = "file"
+
+    def __init__(self, path: Path, flags: int = 0) -> None:
+        self.path = path
+        self.errors = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o644)
+
+    def _pwrite(self, data: bytes, at: int) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.pwrite(self._fd, data, at)
+        except OSError as e:
+            self.errors += 1
+            if self.errors == 1:
+                log.warning("%s not written: %s", self.what, e)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+class SeqJournal(_InPlaceFile):
     """The next seq of the topics a restart does not publish again, kept on disk as it goes.
 
     `note(topic, next_seq)` rewrites ``DIR/seqs.json`` in place (one `pwrite` of a
@@ -179,14 +208,13 @@ class SeqJournal:
     and what the kernel has taken survives the process being killed.
     """
 
+    what = "seq journal"
+
     def __init__(self, path: Path, epoch: str, seqs: dict[str, int] | None = None) -> None:
-        self.path = path
+        super().__init__(path)
         self.epoch = epoch
         self.seqs: dict[str, int] = dict(seqs or {})
-        self.errors = 0
         self._size = _SEQ_BLOCK
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         self._write()
 
     @staticmethod
@@ -205,25 +233,13 @@ class SeqJournal:
         self._write()
 
     def _write(self) -> None:
-        if self._fd is None:
-            return
         data = json.dumps({"epoch": self.epoch, "seqs": self.seqs}).encode()
         while len(data) > self._size:
             self._size += _SEQ_BLOCK
-        try:
-            os.pwrite(self._fd, data.ljust(self._size), 0)
-        except OSError as e:  # a full disk must not stop the service (the checkpoint says so)
-            self.errors += 1
-            if self.errors == 1:
-                log.warning("seq journal not written: %s", e)
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+        self._pwrite(data.ljust(self._size), 0)
 
 
-class RegimeMarks:
+class RegimeMarks(_InPlaceFile):
     """The last regime message of every topic (its next seq, its tick's time), kept as it goes.
 
     Why: a service killed between checkpoints resumes from the last one. Ticks a
@@ -243,16 +259,15 @@ class RegimeMarks:
     HEADER = 64 * 1024  # bytes kept for the header (about 2,000 topics); more doubles it
     _REC = struct.Struct("<qd")
 
+    what = "regime marks"
+
     def __init__(self, path: Path, epoch: str) -> None:
-        self.path = path
-        self.epoch = epoch
-        self.errors = 0
-        self._header = self.HEADER
-        path.parent.mkdir(parents=True, exist_ok=True)
         old = self.read(path, epoch)  # what a killed run left (a fresh epoch: nothing)
+        super().__init__(path, os.O_TRUNC)
+        self.epoch = epoch
+        self._header = self.HEADER
         self._marks: dict[bytes, tuple[int, float]] = {t.encode(): m for t, m in old.items()}
         self._slots = {t: i for i, t in enumerate(self._marks)}
-        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         self._write_all()
 
     @classmethod
@@ -294,21 +309,6 @@ class RegimeMarks:
             self._header *= 2
         recs = b"".join(self._REC.pack(*self._marks.get(t, (0, 0.0))) for t in self._slots)
         self._pwrite((head + "\n").encode().ljust(self._header) + recs, 0)
-
-    def _pwrite(self, data: bytes, at: int) -> None:
-        if self._fd is None:
-            return
-        try:
-            os.pwrite(self._fd, data, at)
-        except OSError as e:  # a full disk must not stop the service (the checkpoint says so)
-            self.errors += 1
-            if self.errors == 1:
-                log.warning("regime marks not written: %s", e)
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
 
 
 __all__ = [

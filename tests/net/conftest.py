@@ -116,6 +116,22 @@ async def recv_all(
     return out
 
 
+async def dial_feed(producer: zmq.Socket[Any], feed: str) -> None:
+    """Connect an XPUB `producer` to a service's tick feed and wait for its subscription.
+
+    XPUB_NODROP: a burst waits at the high-water mark rather than vanish. The
+    service binds its feed once its publisher has its subscribers, so this can
+    take many seconds on a loaded machine.
+    """
+    producer.setsockopt(zmq.XPUB_NODROP, 1)
+    producer.connect(feed)
+    for _ in range(3000):
+        if producer.poll(0):
+            break
+        await asyncio.sleep(0.02)
+    assert producer.recv() == b"\x01tick", "the service never subscribed to its feed"
+
+
 def sub_socket(ctx: zmq.Context[Any], endpoint: str, *topics: str) -> zmq.Socket[Any]:
     s = ctx.socket(zmq.SUB)
     s.linger = 0

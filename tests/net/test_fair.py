@@ -33,6 +33,15 @@ def stalled_sub(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
     return s
 
 
+def reading_sub(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
+    """A plain SUB that reads everything: ZeroMQ's thread takes it all off the wire."""
+    s: zmq.Socket[Any] = ctx.socket(zmq.SUB)
+    s.rcvhwm = 0
+    s.subscribe(b"")
+    s.connect(endpoint)
+    return s
+
+
 async def read_plain(sock: zmq.Socket[Any], topic: str, last: int) -> list[int]:
     """Every seq of `topic` a plain SUB receives, until `last` (or 10 s without one)."""
     seqs: list[int] = []
@@ -83,10 +92,7 @@ async def test_a_stalled_subscriber_costs_only_itself_and_recovers_by_snapshot(
     pub = Publisher(ipc("pub"), context=zctx, hwm=HWM, stall_timeout=0.5, metrics_interval=0)
     async with pub:
         frozen = stalled_sub(zctx, pub.endpoint)
-        healthy = zctx.socket(zmq.SUB)
-        healthy.rcvhwm = 0  # it reads everything: ZeroMQ's thread takes it off the wire
-        healthy.subscribe(b"")
-        healthy.connect(pub.endpoint)
+        healthy = reading_sub(zctx, pub.endpoint)
         client = Subscriber(pub.endpoint, ["regime"], context=zctx)
         lagging = Subscriber(pub.endpoint, ["regime"], context=zctx, rcvhwm=HWM)
         try:
@@ -194,10 +200,7 @@ async def test_live_sends_never_wait_and_only_the_stalled_reader_loses(
     pub = Publisher(ipc("pub"), context=zctx, hwm=1000, metrics_interval=0)
     async with pub:
         frozen = stalled_sub(zctx, pub.endpoint)
-        healthy = zctx.socket(zmq.SUB)
-        healthy.rcvhwm = 0  # it reads everything: ZeroMQ's thread takes it off the wire
-        healthy.subscribe(b"")
-        healthy.connect(pub.endpoint)
+        healthy = reading_sub(zctx, pub.endpoint)
         try:
             await asyncio.sleep(0.2)
             n, size = 100, 100

@@ -25,6 +25,8 @@ from streamer.market.synthetic import RegimeSpec, simulate
 from streamer.net import protocol as P
 from streamer.net.subscriber import Subscriber
 
+from .conftest import dial_feed
+
 ROOT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -89,16 +91,10 @@ async def _serve_and_look(
     )  # fmt: skip
     n = 400
     producer = zctx.socket(zmq.XPUB)
-    producer.setsockopt(zmq.XPUB_NODROP, 1)
     decodes = 0
     try:
         async with Subscriber(pub, ["regime"], context=zctx) as sub:
-            producer.connect(feed)
-            for _ in range(3000):  # the service binds its feed once we are subscribed
-                if producer.poll(0):
-                    break
-                await asyncio.sleep(0.01)
-            assert producer.recv() == b"\x01tick"
+            await dial_feed(producer, feed)
             prices = simulate(RegimeSpec.preset(2), n, seed=3).prices.tolist()
             for i, p in enumerate(prices):
                 producer.send_multipart(P.encode_tick("BTC", 1.7e9 + i, p))

@@ -26,7 +26,7 @@ from streamer.net.publisher import Publisher
 from streamer.net.subscriber import Subscriber
 from streamer.service import Service
 
-from .conftest import regime, validate_message
+from .conftest import dial_feed, regime, validate_message
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,16 +61,10 @@ async def test_sigterm_drains_and_loses_nothing(
     )  # fmt: skip
     got: list[P.Message] = []
     producer = zctx.socket(zmq.XPUB)
-    producer.setsockopt(zmq.XPUB_NODROP, 1)  # a burst must wait, not vanish at the mark
     try:
         async with Subscriber(pub, ["regime", "status", "metrics"], context=zctx) as sub:
             collector = asyncio.create_task(collect_until_stopped(sub, got))
-            producer.connect(feed)
-            for _ in range(3000):  # the service binds its feed once we are subscribed
-                if producer.poll(0):
-                    break
-                await asyncio.sleep(0.01)
-            assert producer.recv() == b"\x01tick"
+            await dial_feed(producer, feed)
             n = 3000
             s = simulate(RegimeSpec.preset(2), n, seed=2)
             for i, p in enumerate(s.prices.tolist()):

@@ -27,7 +27,7 @@ from streamer.net.publisher import Publisher
 from streamer.net.subscriber import Subscriber
 from tests.market.conftest import write_csv
 
-from .conftest import regime
+from .conftest import dial_feed, regime
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 3000
@@ -381,13 +381,9 @@ async def test_a_live_feed_that_goes_on_after_a_kill_loses_and_repeats_nothing(
 
     async def produce(lo: int, hi: int, per_ms: int) -> None:
         """Ticks lo..hi-1 into a service that has just started (a producer dialling it)."""
-        prod = dial(zmq.XPUB, feed)
-        prod.setsockopt(zmq.XPUB_NODROP, 1)
-        for _ in range(3000):
-            if prod.poll(0):
-                break
-            await asyncio.sleep(0.02)
-        assert prod.recv() == b"\x01tick", "the service never subscribed to its feed"
+        prod = zctx.socket(zmq.XPUB)
+        socks.append(prod)
+        await dial_feed(prod, feed)
         for i in range(lo, hi):
             prod.send_multipart(P.encode_tick("X", times[i], prices[i]))
             if i % per_ms == 0:
